@@ -1,0 +1,1 @@
+"""Instrument definitions -> XLSForm -> ODK XForm with scoring built in (pure pipeline)."""

@@ -1,0 +1,1 @@
+"""Wire formats, submission envelopes and encryption for ODK Collect (pure library)."""
