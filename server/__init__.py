@@ -1,0 +1,1 @@
+"""Kintsugi sync server (Flask app factory lives here)."""
