@@ -1,0 +1,189 @@
+"""Blob stores: where submission XML, attachments and form media bytes live.
+
+Two real backends behind one :class:`BlobStore` protocol, shaped so an S3-compatible store can be
+added later (keys are opaque ``/``-separated strings; ``put`` returns size and sha256):
+
+* :class:`LocalBlobStore` (embedded default): one file per blob under ``KINTSUGI_DATA_DIR``,
+  written to a temp file, fsynced, renamed into place and the directory fsynced, so a blob that
+  ``put`` returned for survives a power cut.
+* :class:`PostgresBlobStore` (default on PostgreSQL): rows in the ``blobs`` table added to the
+  caller's session, so blob and submission rows commit (and fsync) in one transaction and every
+  web node sees every blob.
+
+With the local store a rolled-back transaction can leave an orphan file (never an orphan row);
+orphans are harmless and can be swept by comparing keys with the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server.db import utcnow
+from server.errors import NotFoundError, ServerError
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-./]{0,254}$")
+_CHUNK = 1 << 20
+
+
+class BlobStore(Protocol):
+    """What every blob backend provides."""
+
+    def put(self, key: str, data: bytes | BinaryIO) -> tuple[int, str]:
+        """Store ``data`` durably under ``key``; return (size, sha256 hex)."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream of the blob (raises NotFoundError)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """True when the blob exists."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob if it exists."""
+        ...
+
+
+def new_key(prefix: str) -> str:
+    """A fresh, unguessable blob key under ``prefix`` (e.g. ``"submissions"``)."""
+    now = utcnow()
+    return f"{prefix}/{now:%Y/%m}/{secrets.token_hex(16)}"
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store (``..``, absolute paths, odd characters)."""
+    if not _KEY_RE.match(key) or ".." in key.split("/") or "//" in key:
+        raise ServerError(f"invalid blob key {key!r}")
+    return key
+
+
+def read_all(store: BlobStore, key: str) -> bytes:
+    """Convenience: the whole blob as bytes."""
+    with store.open(key) as fh:
+        return fh.read()
+
+
+def _iter_chunks(data: bytes | BinaryIO):
+    if isinstance(data, bytes | bytearray | memoryview):
+        yield bytes(data)
+        return
+    while True:
+        chunk = data.read(_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+class LocalBlobStore:
+    """Blobs as files under a root directory, written atomically and fsynced."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes | BinaryIO) -> tuple[int, str]:
+        """Write to a temp file, fsync it, rename into place, fsync the directory."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in _iter_chunks(data):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must survive a crash
+        finally:
+            os.close(dir_fd)
+        return size, digest.hexdigest()
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the blob file for reading."""
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError as err:
+            raise NotFoundError("file not found") from err
+
+    def exists(self, key: str) -> bool:
+        """True when the blob file exists."""
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove the blob file if present."""
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+
+class PostgresBlobStore:
+    """Blobs as rows of the ``blobs`` table, in the caller's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def put(self, key: str, data: bytes | BinaryIO) -> tuple[int, str]:
+        """Add the blob row to the session; durable when the caller commits."""
+        from server.models import Blob
+
+        body = b"".join(_iter_chunks(data))
+        sha = hashlib.sha256(body).hexdigest()
+        self.session.add(
+            Blob(key=check_key(key), data=body, size=len(body), sha256=sha, created_at=utcnow())
+        )
+        return len(body), sha
+
+    def open(self, key: str) -> BinaryIO:
+        """Read the blob row."""
+        from server.models import Blob
+
+        data = self.session.scalar(select(Blob.data).where(Blob.key == key))
+        if data is None:
+            raise NotFoundError("file not found")
+        return io.BytesIO(data)
+
+    def exists(self, key: str) -> bool:
+        """True when the row exists."""
+        from server.models import Blob
+
+        return self.session.scalar(select(Blob.key).where(Blob.key == key)) is not None
+
+    def delete(self, key: str) -> None:
+        """Delete the row (committed with the caller's transaction)."""
+        from server.models import Blob
+
+        self.session.execute(delete(Blob).where(Blob.key == key))
+
+
+def make_blob_store(config: dict, session: Session) -> BlobStore:
+    """The configured backend (``BLOB_BACKEND``) bound to ``session`` where it needs one."""
+    if config["BLOB_BACKEND"] == "postgres":
+        return PostgresBlobStore(session)
+    return LocalBlobStore(config["DATA_DIR"])

@@ -1,0 +1,146 @@
+"""Configuration: DEFAULTS, then ``KINTSUGI_*`` environment variables, then ``test_config``.
+
+Every environment variable the server reads is listed in :data:`ENV_VARS`; nothing else in the
+package reads ``os.environ``. In production (``KINTSUGI_ENV=production``) a missing secret key is
+a startup error; in development one is generated once and kept in ``var/secret_key`` so
+sessions and Digest nonces survive restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+#: Config key -> default. ``None`` means "derived at load time" (see :func:`load_config`).
+DEFAULTS: dict[str, Any] = {
+    "ENV": "development",
+    "SECRET_KEY": None,
+    "VAR_DIR": str(REPO_ROOT / "var"),
+    "DATABASE_URL": None,  # default: sqlite:///<VAR_DIR>/kintsugi.sqlite3
+    "DATA_DIR": None,  # default: <VAR_DIR>/data (local blob store)
+    "BLOB_BACKEND": None,  # local | postgres; default: postgres when the DB is PostgreSQL
+    "INSTRUMENTS_DIR": str(REPO_ROOT / "instruments"),
+    "BASE_URL": None,  # public URL of this server (for QR codes, submission URLs in forms)
+    "TRUST_PROXY": False,  # honour X-Forwarded-Proto/For/Host (only behind a proxy you run)
+    "DIGEST_REALM": "kintsugi",
+    "NONCE_TTL": 300,  # seconds a Digest nonce is valid before stale=true
+    "AUTH_FAIL_LIMIT": 10,  # failed logins per client IP (and per IP+user) ...
+    "AUTH_FAIL_WINDOW": 300,  # ... within this many seconds before 429
+    "ACCEPT_CONTENT_LENGTH": 100_000_000,  # X-OpenRosa-Accept-Content-Length (what Collect packs)
+    "MAX_SUBMISSION_PARTS": 110,  # Collect sends at most 101 files plus the XML per POST
+    "MAX_XML_BYTES": 10_000_000,  # xml_submission_file part size limit
+    "DB_POOL_SIZE": 5,
+    "SQL_ECHO": False,
+    "PASSWORD_HASH_METHOD": "scrypt",  # werkzeug generate_password_hash method
+}
+
+#: Every environment variable the server reads: name -> (config key, converter).
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "KINTSUGI_ENV": ("ENV", str),
+    "KINTSUGI_SECRET_KEY": ("SECRET_KEY", str),
+    "KINTSUGI_VAR_DIR": ("VAR_DIR", str),
+    "KINTSUGI_DATABASE_URL": ("DATABASE_URL", str),
+    "KINTSUGI_DATA_DIR": ("DATA_DIR", str),
+    "KINTSUGI_BLOB_BACKEND": ("BLOB_BACKEND", str),
+    "KINTSUGI_INSTRUMENTS_DIR": ("INSTRUMENTS_DIR", str),
+    "KINTSUGI_BASE_URL": ("BASE_URL", str),
+    "KINTSUGI_TRUST_PROXY": ("TRUST_PROXY", _bool),
+    "KINTSUGI_DIGEST_REALM": ("DIGEST_REALM", str),
+    "KINTSUGI_NONCE_TTL": ("NONCE_TTL", int),
+    "KINTSUGI_AUTH_FAIL_LIMIT": ("AUTH_FAIL_LIMIT", int),
+    "KINTSUGI_AUTH_FAIL_WINDOW": ("AUTH_FAIL_WINDOW", int),
+    "KINTSUGI_ACCEPT_CONTENT_LENGTH": ("ACCEPT_CONTENT_LENGTH", int),
+    "KINTSUGI_MAX_SUBMISSION_PARTS": ("MAX_SUBMISSION_PARTS", int),
+    "KINTSUGI_DB_POOL_SIZE": ("DB_POOL_SIZE", int),
+    "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
+}
+
+
+def read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the config keys set through ``KINTSUGI_*`` environment variables."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for name, (key, convert) in ENV_VARS.items():
+        if environ.get(name, "") != "":
+            try:
+                out[key] = convert(environ[name])
+            except ValueError as err:
+                raise ConfigError(f"{name} has an invalid value") from err
+    return out
+
+
+def load_config(
+    test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Merge DEFAULTS, the environment and ``test_config``; derive and validate the rest."""
+    cfg = dict(DEFAULTS)
+    cfg.update(read_env(environ))
+    if test_config:
+        cfg.update(test_config)
+    var_dir = Path(cfg["VAR_DIR"])
+    if not cfg["DATABASE_URL"]:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        cfg["DATABASE_URL"] = f"sqlite:///{var_dir / 'kintsugi.sqlite3'}"
+    cfg["DATABASE_URL"] = normalise_database_url(cfg["DATABASE_URL"])
+    if not cfg["DATA_DIR"]:
+        cfg["DATA_DIR"] = str(var_dir / "data")
+    if not cfg["BLOB_BACKEND"]:
+        cfg["BLOB_BACKEND"] = "postgres" if is_postgres(cfg["DATABASE_URL"]) else "local"
+    if cfg["BLOB_BACKEND"] not in {"local", "postgres"}:
+        raise ConfigError("KINTSUGI_BLOB_BACKEND must be 'local' or 'postgres'")
+    if cfg["BLOB_BACKEND"] == "postgres" and not is_postgres(cfg["DATABASE_URL"]):
+        raise ConfigError("KINTSUGI_BLOB_BACKEND=postgres needs a PostgreSQL database")
+    if not cfg["SECRET_KEY"]:
+        if cfg["ENV"] == "production":
+            raise ConfigError(
+                "KINTSUGI_SECRET_KEY must be set in production (it signs Digest nonces and "
+                "sessions and must be the same on every node)"
+            )
+        cfg["SECRET_KEY"] = _dev_secret_key(var_dir)
+    # Werkzeug refuses bodies over this with 413 before we read them; room for multipart overhead.
+    cfg.setdefault("MAX_CONTENT_LENGTH", cfg["ACCEPT_CONTENT_LENGTH"] + 2_000_000)
+    cfg.setdefault("MAX_FORM_PARTS", max(1000, cfg["MAX_SUBMISSION_PARTS"] * 2))
+    return cfg
+
+
+def is_postgres(url: str) -> bool:
+    """True for a PostgreSQL SQLAlchemy URL."""
+    return url.startswith("postgresql")
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgres://``/``postgresql://`` URLs (the installed driver)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _dev_secret_key(var_dir: Path) -> str:
+    """Generate once and keep the development secret key (mode 0600) under var/."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key

@@ -1,0 +1,87 @@
+"""Maps errors to HTTP responses: OpenRosa XML for Collect-facing routes, JSON elsewhere.
+
+Collect shows the first ``<message>`` of an OpenRosaResponse, so every error a device can meet
+carries one written for a field worker (openrosa.md §6.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from server.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+_HTTP_MESSAGES = {
+    400: "The server could not understand this request.",
+    404: "Not found on this server. Check the server address in Collect's settings.",
+    405: "This address does not accept that kind of request.",
+    413: "The upload is too large for this server. Ask your supervisor to raise the limit.",
+}
+
+
+def openrosa_error(message: str, status: int, headers: dict[str, str] | None = None) -> Any:
+    """An OpenRosaResponse error (``nature="error"``) with the OpenRosa headers."""
+    from flask import Response
+
+    from sync_protocol.openrosa import (
+        OPENROSA_HEADERS,
+        XML_CONTENT_TYPE,
+        render_openrosa_response,
+    )
+
+    resp = Response(
+        render_openrosa_response(message, nature="error"),
+        status=status,
+        content_type=XML_CONTENT_TYPE,
+    )
+    resp.headers.update(OPENROSA_HEADERS)
+    resp.headers["Cache-Control"] = "no-store"
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+def _wants_json() -> bool:
+    from flask import request
+
+    return bool(request.blueprint) and request.blueprint != "openrosa"
+
+
+def init_app(app: Any) -> None:
+    """Register the error handlers."""
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(ServerError)
+    def _server_error(err: ServerError) -> Any:
+        headers = getattr(err, "headers", None)
+        if _wants_json():
+            resp = jsonify({"error": err.code, "message": err.message})
+            resp.status_code = err.http_status
+            if headers:
+                resp.headers.update(headers)
+            return resp
+        return openrosa_error(err.message, err.http_status, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Any:
+        status = err.code or 500
+        message = _HTTP_MESSAGES.get(status, err.description or "Request failed.")
+        if _wants_json():
+            resp = jsonify({"error": str(status), "message": message})
+            resp.status_code = status
+            return resp
+        return openrosa_error(message, status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Any:
+        # Log the type and traceback only (never the request body).
+        log.exception("unhandled error: %s", type(err).__name__)
+        message = "The server had a problem; nothing was saved. Try again later."
+        if _wants_json():
+            resp = jsonify({"error": "500", "message": message})
+            resp.status_code = 500
+            return resp
+        return openrosa_error(message, 500)

@@ -1,0 +1,1 @@
+"""Domain services: plain functions taking a SQLAlchemy ``session`` first; they never commit."""

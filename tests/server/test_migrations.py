@@ -1,0 +1,22 @@
+"""The alembic migrations build exactly the schema the models describe, on both backends."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from server import db
+from server.db import Base
+
+
+def test_migrations__upgraded_database__matches_models(app):
+    """Should leave no difference between the migrated schema and the ORM models."""
+    engine = app.extensions["kintsugi.db"].engine
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_migrations__current_revision__is_head(app):
+    """Should report the head revision after the fixture migrated the database."""
+    assert db.current_revision(app.config["DATABASE_URL"]) == "0001"
