@@ -1,0 +1,271 @@
+"""Authentication for Collect: app-user token URLs, and Digest/Basic for web users.
+
+* **App users** carry a 64-character token in the URL (``/v1/key/<token>/projects/<id>``,
+  Central's layout). Only ``sha256(token)`` is stored. A well-formed but unknown or revoked
+  token gets **403** (a 401 would make Collect prompt for a password it does not have).
+* **Web users** (no token in the URL) get a 401 with a Digest challenge (RFC 7616, MD5, qop=auth,
+  as Collect speaks it over plain http) and, only when the request is https, a Basic challenge
+  as well. Nonces are ``timestamp:HMAC(secret, timestamp)``: any node sharing
+  ``KINTSUGI_SECRET_KEY`` can verify them without shared state; an expired one is answered with
+  ``stale=true`` so Collect retries without prompting. ``nc`` replay is not tracked (stateless
+  tier); nonces live ``KINTSUGI_NONCE_TTL`` seconds.
+* **Digest trade-off**: the server must keep HA1 = md5(username:realm:password), which is
+  password-equivalent *for this realm only*. We store it next to the scrypt hash used for
+  Basic/admin logins; changing the password replaces both, which revokes old Digest
+  credentials; changing ``KINTSUGI_DIGEST_REALM`` invalidates every HA1 (users must reset
+  their password). A leaked database therefore exposes Digest logins to this server: prefer
+  app-user tokens for devices and https for people.
+* **Rate limit**: failed authentications are rows in ``auth_failures`` (shared by every node);
+  more than ``AUTH_FAIL_LIMIT`` from one client IP within ``AUTH_FAIL_WINDOW`` seconds → 429.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from server.db import utcnow
+from server.errors import AuthError, RateLimitedError
+from server.models import AppUser, AuthFailure, Role, WebUser
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9!$]{64}$")
+
+
+def generate_token() -> str:
+    """A new 64-character app-user token (base64 with ``/``→``!`` and ``+``→``$``, as Central)."""
+    raw = base64.b64encode(secrets.token_bytes(48)).decode("ascii")
+    return raw.replace("/", "!").replace("+", "$")
+
+
+def hash_token(token: str) -> str:
+    """sha256 hex of a token: what the database stores."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def find_app_user(session: Session, token: str, project_id: int) -> AppUser:
+    """The active app user for ``token`` in ``project_id``; AuthError(403) otherwise."""
+    if not TOKEN_RE.match(token):
+        raise _forbidden()
+    user = session.scalar(select(AppUser).where(AppUser.token_hash == hash_token(token)))
+    if user is None or user.revoked_at is not None or user.project_id != project_id:
+        raise _forbidden()
+    return user
+
+
+def _forbidden() -> AuthError:
+    return AuthError(
+        "This device's access to the server is not valid or was revoked. "
+        "Ask your supervisor for a new QR code.",
+        http_status=403,
+    )
+
+
+# ---------------------------------------------------------------- passwords / Digest HA1
+
+
+def digest_ha1(username: str, realm: str, password: str) -> str:
+    """md5(username:realm:password), the Digest password equivalent."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
+def set_password(user: WebUser, password: str, *, realm: str, method: str = "scrypt") -> None:
+    """Set both the scrypt hash and the Digest HA1 (a change revokes old Digest credentials)."""
+    from werkzeug.security import generate_password_hash
+
+    user.password_hash = generate_password_hash(password, method=method)
+    user.digest_ha1 = digest_ha1(user.username, realm, password)
+
+
+def check_password(user: WebUser, password: str) -> bool:
+    """Verify a password against the stored hash."""
+    from werkzeug.security import check_password_hash
+
+    return check_password_hash(user.password_hash, password)
+
+
+# ---------------------------------------------------------------- nonces
+
+
+def make_nonce(secret: str, now: float | None = None) -> str:
+    """A stateless nonce: ``<unix time>:<hmac>`` base64url-encoded."""
+    ts = str(int(time.time() if now is None else now))
+    mac = hmac.new(secret.encode(), ts.encode(), hashlib.sha256).hexdigest()[:32]
+    return base64.urlsafe_b64encode(f"{ts}:{mac}".encode()).decode().rstrip("=")
+
+
+def check_nonce(secret: str, nonce: str, ttl: int, now: float | None = None) -> str:
+    """``"ok"``, ``"stale"`` (valid but expired) or ``"bad"``."""
+    try:
+        padded = nonce + "=" * (-len(nonce) % 4)
+        ts, mac = base64.urlsafe_b64decode(padded.encode()).decode().split(":", 1)
+        issued = int(ts)
+    except (ValueError, UnicodeDecodeError):
+        return "bad"
+    expected = hmac.new(secret.encode(), ts.encode(), hashlib.sha256).hexdigest()[:32]
+    if not hmac.compare_digest(mac, expected):
+        return "bad"
+    now = time.time() if now is None else now
+    if issued > now + 60:
+        return "bad"
+    return "stale" if now - issued > ttl else "ok"
+
+
+def _opaque(secret: str) -> str:
+    return hmac.new(secret.encode(), b"opaque", hashlib.sha256).hexdigest()[:32]
+
+
+def challenge_headers(config: dict[str, Any], *, https: bool, stale: bool = False) -> list:
+    """``WWW-Authenticate`` headers: Digest always (first: Collect takes the first it supports),
+    Basic only over https."""
+    realm = config["DIGEST_REALM"]
+    secret = config["SECRET_KEY"]
+    digest = (
+        f'Digest realm="{realm}", qop="auth", algorithm=MD5, '
+        f'nonce="{make_nonce(secret)}", opaque="{_opaque(secret)}"'
+    )
+    if stale:
+        digest += ", stale=true"
+    headers = [("WWW-Authenticate", digest)]
+    if https:
+        headers.append(("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'))
+    return headers
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def verify_digest(params: dict[str, str], *, method: str, ha1: str, request_path: str) -> bool:
+    """Check a Digest ``Authorization`` against the stored HA1 (RFC 7616 MD5 / MD5-sess)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        uri = params["uri"]
+        nonce = params["nonce"]
+        response = params["response"]
+    except KeyError:
+        return False
+    # The digest covers the uri the client put in the header (path + query, as OkHttp
+    # sends it); it must name the resource actually requested, or it could be replayed.
+    if unquote(urlsplit(uri).path) != unquote(request_path):
+        return False
+    qop = params.get("qop")
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm == "MD5-SESS":
+        ha1 = _md5(f"{ha1}:{nonce}:{params.get('cnonce', '')}")
+    elif algorithm != "MD5":
+        return False
+    ha2 = _md5(f"{method}:{uri}")
+    if qop == "auth":
+        expected = _md5(
+            f"{ha1}:{nonce}:{params.get('nc', '')}:{params.get('cnonce', '')}:auth:{ha2}"
+        )
+    elif qop is None:
+        expected = _md5(f"{ha1}:{nonce}:{ha2}")
+    else:
+        return False
+    return hmac.compare_digest(expected, response.lower())
+
+
+@dataclass(slots=True)
+class Credentials:
+    """What the client sent in ``Authorization`` (nothing logged from here)."""
+
+    scheme: str  # "digest" | "basic" | ""
+    username: str | None
+    params: dict[str, str]
+    password: str | None = None
+
+
+def authenticate_web_user(
+    session: Session,
+    config: dict[str, Any],
+    creds: Credentials,
+    *,
+    method: str,
+    path: str,
+    https: bool,
+) -> WebUser:
+    """The web user the credentials prove, or AuthError(401) carrying a fresh challenge."""
+    stale = False
+    user: WebUser | None = None
+    if creds.scheme == "digest" and creds.username:
+        state = check_nonce(
+            config["SECRET_KEY"], creds.params.get("nonce", ""), config["NONCE_TTL"]
+        )
+        candidate = _active_user(session, creds.username)
+        if (
+            candidate is not None
+            and candidate.digest_ha1
+            and creds.params.get("realm") == config["DIGEST_REALM"]
+            and state != "bad"
+            and verify_digest(
+                creds.params, method=method, ha1=candidate.digest_ha1, request_path=path
+            )
+        ):
+            if state == "ok":
+                user = candidate
+            else:
+                stale = True  # right password, old nonce: retry without prompting
+    elif creds.scheme == "basic" and https and creds.username and creds.password is not None:
+        candidate = _active_user(session, creds.username)
+        if candidate is not None and check_password(candidate, creds.password):
+            user = candidate
+    if user is not None:
+        return user
+    err = AuthError("Sign-in needed: check the username and password in Collect's settings.")
+    err.headers = challenge_headers(config, https=https, stale=stale)  # type: ignore[attr-defined]
+    err.failed_attempt = bool(creds.scheme) and not stale  # type: ignore[attr-defined]
+    return _raise(err)
+
+
+def _raise(err: Exception) -> Any:
+    raise err
+
+
+def _active_user(session: Session, username: str) -> WebUser | None:
+    user = session.scalar(select(WebUser).where(WebUser.username == username))
+    if user is None or user.disabled_at is not None:
+        return None
+    return user
+
+
+def may_submit(user: WebUser) -> bool:
+    """Viewers may download forms but not submit."""
+    return user.role in {Role.ADMIN.value, Role.MANAGER.value}
+
+
+# ---------------------------------------------------------------- rate limiting
+
+
+def check_rate_limit(session: Session, config: dict[str, Any], client: str) -> None:
+    """RateLimitedError(429) when ``client`` failed too often within the window."""
+    since = utcnow() - dt.timedelta(seconds=config["AUTH_FAIL_WINDOW"])
+    count = session.scalar(
+        select(func.count(AuthFailure.id)).where(
+            AuthFailure.client == client, AuthFailure.at >= since
+        )
+    )
+    if count is not None and count >= config["AUTH_FAIL_LIMIT"]:
+        raise RateLimitedError(
+            "Too many failed sign-in attempts from this device. Wait a few minutes, then "
+            "check the server settings and try again."
+        )
+
+
+def record_failure(session: Session, client: str, username: str | None) -> None:
+    """Record one failed authentication (the caller commits); prunes old rows now and then."""
+    session.add(AuthFailure(client=client[:64], username=(username or "")[:200] or None))
+    if secrets.randbelow(100) == 0:
+        cutoff = utcnow() - dt.timedelta(days=1)
+        session.execute(delete(AuthFailure).where(AuthFailure.at < cutoff))
