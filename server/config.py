@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "DB_POOL_SIZE": 5,
     "SQL_ECHO": False,
     "PASSWORD_HASH_METHOD": "scrypt",  # werkzeug generate_password_hash method
+    # Put <submission action="BASE_URL/v1/projects/<id>/submission"> into published forms.
+    # Off by default: Collect posts to the form's action instead of <server URL>/submission,
+    # which would drop the app-user token from the URL (see server/services/publishing.py).
+    "EMBED_SUBMISSION_URL": False,
 }
 
 #: Every environment variable the server reads: name -> (config key, converter).
@@ -65,6 +69,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_MAX_SUBMISSION_PARTS": ("MAX_SUBMISSION_PARTS", int),
     "KINTSUGI_DB_POOL_SIZE": ("DB_POOL_SIZE", int),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
+    "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
 }
 
 

@@ -1,0 +1,143 @@
+"""``kintsugi`` server commands as an admin types them."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from server.models import AppUser, Project, ProjectKey, WebUser
+from tests.server.forms import xform
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_projects_create__plain__prints_id(runner, db_session):
+    """Should print the new project's id."""
+    out = _ok(runner.invoke("projects", "create", "Field office North"))
+    project = db_session.get(Project, int(out.strip()))
+    assert project.name == "Field office North" and not project.encrypted
+
+
+def test_projects_create__passphrase_file__encrypted_key_only(runner, db_session, tmp_path):
+    """Should create a key pair and store only the passphrase-encrypted private key."""
+    secret = tmp_path / "pass.txt"
+    secret.write_text("a long fictional passphrase\n")
+    out = _ok(runner.invoke("projects", "create", "Secure", "--passphrase-file", str(secret)))
+    project = db_session.get(Project, int(out.strip()))
+    assert project.encrypted
+    key = db_session.scalars(select(ProjectKey)).one()
+    assert b"ENCRYPTED" in key.encrypted_private_pem
+    assert key.public_key_b64.startswith("MII")
+    assert "fictional passphrase" not in out
+
+
+def test_projects_create__short_passphrase__error(runner, tmp_path):
+    """Should refuse a weak passphrase with a readable error."""
+    secret = tmp_path / "p"
+    secret.write_text("short")
+    result = runner.invoke("projects", "create", "X", "--passphrase-file", str(secret))
+    assert result.exit_code != 0 and "at least" in result.output
+
+
+def test_forms_publish__file__prints_form_id_and_version(runner, tmp_path):
+    """Should publish an XForm file and be idempotent for identical bytes."""
+    pid = _ok(runner.invoke("projects", "create", "P")).strip()
+    form = tmp_path / "household.xml"
+    form.write_bytes(xform())
+    assert _ok(runner.invoke("forms", "publish", "--project", pid, str(form))).split() == [
+        "household",
+        "1",
+    ]
+    again = _ok(runner.invoke("forms", "publish", "--project", pid, str(form)))
+    assert "already published" in again
+    form.write_bytes(xform(title="Changed"))
+    clash = runner.invoke("forms", "publish", "--project", pid, str(form))
+    assert clash.exit_code != 0 and "Change the version" in clash.output
+
+
+def test_forms_publish__unencrypted_form_to_encrypted_project__refused(runner, tmp_path):
+    """Should refuse a form without the project's key (it would leak plaintext)."""
+    secret = tmp_path / "pass"
+    secret.write_text("a long fictional passphrase")
+    pid = _ok(runner.invoke("projects", "create", "S", "--passphrase-file", str(secret))).strip()
+    form = tmp_path / "f.xml"
+    form.write_bytes(xform())
+    result = runner.invoke("forms", "publish", "--project", pid, str(form))
+    assert result.exit_code != 0 and "encrypted" in result.output
+
+
+def test_forms_state__close__hidden_from_collect(runner, client, tmp_path):
+    """Should close a form so Collect no longer lists it."""
+    pid = _ok(runner.invoke("projects", "create", "P")).strip()
+    form = tmp_path / "f.xml"
+    form.write_bytes(xform())
+    _ok(runner.invoke("forms", "publish", "--project", pid, str(form)))
+    url = _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet")).strip()
+    path = url.removeprefix("http://localhost")
+    assert b"household" in client.get(f"{path}/formList").data
+    _ok(runner.invoke("forms", "state", "--project", pid, "household", "closed"))
+    assert b"household" not in client.get(f"{path}/formList").data
+
+
+def test_app_users_create__prints_collect_url_and_qr(runner, client, tmp_path, db_session):
+    """Should print <base>/v1/key/<token>/projects/<id> that works, and write a QR PNG."""
+    pid = _ok(runner.invoke("projects", "create", "P")).strip()
+    qr = tmp_path / "qr.png"
+    url = _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet 1", "--qr", str(qr)))
+    url = url.strip()
+    assert url.startswith("http://localhost/v1/key/") and url.endswith(f"/projects/{pid}")
+    assert qr.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    resp = client.get(url.removeprefix("http://localhost") + "/formList")
+    assert resp.status_code == 200
+    user_id = db_session.scalars(select(AppUser.id)).one()
+    _ok(runner.invoke("app-users", "revoke", str(user_id)))
+    assert client.get(url.removeprefix("http://localhost") + "/formList").status_code == 403
+
+
+def test_users_create__generated_password_shown_once(runner, db_session):
+    """Should create a web user with a role and print a generated password."""
+    out = _ok(runner.invoke("users", "create", "ana", "--role", "manager"))
+    assert "password (shown once)" in out
+    user = db_session.scalars(select(WebUser)).one()
+    assert user.role == "manager" and user.digest_ha1
+    old = user.digest_ha1
+    _ok(runner.invoke("users", "set-password", "ana"))
+    db_session.expire_all()
+    assert db_session.scalars(select(WebUser)).one().digest_ha1 != old
+
+
+def test_setup__twice__creates_admin_once_secret_file_0600(runner, app_config, db_session):
+    """Should create one admin, write its password 0600, and change nothing on a second run."""
+    first = _ok(runner.invoke("setup"))
+    assert "password (shown once)" in first
+    pw_file = Path(app_config["VAR_DIR"]) / "admin-password.txt"
+    assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
+    assert pw_file.read_text().strip() in first
+    second = _ok(runner.invoke("setup"))
+    assert "already exists" in second and "shown once" not in second
+    assert db_session.scalar(select(func.count(WebUser.id))) == 1
+
+
+def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_session, client):
+    """Should create the encrypted demo project and a device URL once, then reuse them."""
+    first = _ok(runner.invoke("setup", "--demo"))
+    var = Path(app_config["VAR_DIR"])
+    assert stat.S_IMODE((var / "demo-passphrase.txt").stat().st_mode) == 0o600
+    url = first.strip().splitlines()[-1].split(": ", 1)[1]
+    second = _ok(runner.invoke("setup", "--demo"))
+    assert second.strip().splitlines()[-1].endswith(url)
+    assert db_session.scalar(select(func.count(Project.id))) == 1
+    assert db_session.scalar(select(func.count(AppUser.id))) == 1
+    project = db_session.scalars(select(Project)).one()
+    assert project.encrypted and project.name == "Demo (fictional data)"
+    assert client.get(url.removeprefix("http://localhost") + "/formList").status_code == 200
+
+
+def test_db_current__after_migration__head(runner):
+    """Should report the head revision."""
+    assert _ok(runner.invoke("db", "current")).strip() == "0001"
