@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from server.db import utcnow
 from server.errors import AuthError, RateLimitedError
@@ -56,7 +56,12 @@ def find_app_user(session: Session, token: str, project_id: int) -> AppUser:
     """The active app user for ``token`` in ``project_id``; AuthError(403) otherwise."""
     if not TOKEN_RE.match(token):
         raise _forbidden()
-    user = session.scalar(select(AppUser).where(AppUser.token_hash == hash_token(token)))
+    # joinedload: the project comes in the same round trip (this is on every Collect request)
+    user = session.scalar(
+        select(AppUser)
+        .options(joinedload(AppUser.project))
+        .where(AppUser.token_hash == hash_token(token))
+    )
     if user is None or user.revoked_at is not None or user.project_id != project_id:
         raise _forbidden()
     return user

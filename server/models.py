@@ -132,12 +132,13 @@ class FormVersion(Base):
     form_id: Mapped[int] = mapped_column(ForeignKey("forms.id"), index=True)
     version: Mapped[str] = mapped_column(String(255))  # "" when the form has none
     title: Mapped[str] = mapped_column(String(500), default="")
-    xml: Mapped[bytes] = mapped_column(LargeBinary)
+    # deferred: the ingest path loads versions on every upload and must not pull the XForm
+    xml: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     md5: Mapped[str] = mapped_column(String(32), index=True)
     key_fingerprint: Mapped[str | None] = mapped_column(String(128))
     public_key_b64: Mapped[str | None] = mapped_column(Text)
     submission_url: Mapped[str | None] = mapped_column(Text)
-    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the compiler's report
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)  # compiler report
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     form: Mapped[Form] = relationship(back_populates="versions")

@@ -83,7 +83,10 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         url, drop = _create_postgres_database()
     except Exception as err:  # unreachable server, auth failure...
-        reason = f"PostgreSQL at {postgres_admin_url()} is unreachable ({type(err).__name__})"
+        from sqlalchemy.engine import make_url
+
+        where = make_url(postgres_admin_url()).render_as_string(hide_password=True)
+        reason = f"PostgreSQL at {where} is unreachable ({type(err).__name__})"
         if os.environ.get("KINTSUGI_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{reason} and KINTSUGI_REQUIRE_POSTGRES=1")
         _postgres_skip_reasons.append(reason)

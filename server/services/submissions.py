@@ -28,7 +28,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.blobs import BlobStore, new_key
@@ -77,7 +78,7 @@ class Upload:
 class Receipt:
     """What happened to an upload."""
 
-    submission: Submission
+    submission_id: int
     created: bool
     complete: bool
 
@@ -110,16 +111,24 @@ def receive_submission(
     except ProtocolError as err:
         raise RejectedUploadError(str(err), quarantine=True) from err
 
-    form = session.scalar(
-        select(Form).where(Form.project_id == project.id, Form.xml_form_id == parsed.form_id)
-    )
-    if form is None:
+    # form and version in one round trip (this runs for every upload)
+    version_str = (parsed.version or "").strip()
+    row = session.execute(
+        select(Form, FormVersion)
+        .outerjoin(
+            FormVersion,
+            and_(FormVersion.form_id == Form.id, FormVersion.version == version_str),
+        )
+        .where(Form.project_id == project.id, Form.xml_form_id == parsed.form_id)
+    ).first()
+    if row is None:
         raise RejectedUploadError(
             f"The form '{parsed.form_id}' is not on this server. Ask your supervisor to publish "
             "it; keep this submission on the device.",
             http_status=404,
             quarantine=True,
         )
+    form, version = row
     if upload.app_user is not None and not upload.app_user.may_use_form(form.xml_form_id):
         raise ForbiddenError("This device may not send this form. Ask your supervisor.")
     if form.state == FormState.CLOSED.value:
@@ -127,12 +136,6 @@ def receive_submission(
             f"The form '{form.xml_form_id}' is closed and takes no more submissions. "
             "Keep this submission on the device and contact your supervisor."
         )
-    version_str = (parsed.version or "").strip()
-    version = session.scalar(
-        select(FormVersion).where(
-            FormVersion.form_id == form.id, FormVersion.version == version_str
-        )
-    )
     if version is None:
         raise RejectedUploadError(
             f"Version '{version_str}' of form '{form.xml_form_id}' is not on this server. "
@@ -150,9 +153,10 @@ def receive_submission(
         for name in expected:
             check_part_name(name)
     else:
+        root = getattr(parsed, "root", None)
         texts = (
-            {(el.text or "").strip() for el in parsed.root.iter() if (el.text or "").strip()}
-            if getattr(parsed, "root", None) is not None
+            {(el.text or "").strip() for el in root.iter() if (el.text or "").strip()}
+            if root is not None
             else set()
         )
         expected = [name for name in upload.parts if name in texts]
@@ -164,12 +168,41 @@ def receive_submission(
         flags.append(FLAG_DISCARDED_PARTS)
 
     xml_sha = _sha256(upload.xml)
-    existing = session.scalar(
-        select(Submission).where(
-            Submission.form_id == form.id, Submission.instance_id == parsed.instance_id
-        )
+    all_present = not encrypted or all(name in kept for name in positions)
+    complete = all_present and not upload.incomplete
+    status = SubmissionStatus.RECEIVED.value
+    if encrypted and complete:
+        status = SubmissionStatus.PENDING_DECRYPTION.value
+    xml_key = new_key("submissions")
+    # Insert first, ON CONFLICT DO NOTHING: a resend (or a concurrent identical POST) costs no
+    # blob writes, and the unique (form, instanceID) index decides who created the row.
+    submission_id = _insert_submission(
+        session,
+        form_id=form.id,
+        form_version_id=version.id,
+        instance_id=parsed.instance_id,
+        deprecated_id=None if encrypted else getattr(parsed, "deprecated_id", None),
+        instance_name=None if encrypted else getattr(parsed, "instance_name", None),
+        encrypted=encrypted,
+        status=status,
+        flags=sorted(set(flags)),
+        complete=complete,
+        xml_blob_key=xml_key,
+        xml_sha256=xml_sha,
+        xml_size=len(upload.xml),
+        app_user_id=upload.app_user.id if upload.app_user else None,
+        web_user_id=upload.web_user.id if upload.web_user else None,
+        device_id=(upload.device_id or None) and upload.device_id[:255],
+        user_agent=(upload.user_agent or None) and upload.user_agent[:255],
     )
-    if existing is not None:
+    if submission_id is None:
+        existing = session.scalar(
+            select(Submission).where(
+                Submission.form_id == form.id, Submission.instance_id == parsed.instance_id
+            )
+        )
+        if existing is None:  # pragma: no cover - the conflicting row vanished (rolled back)
+            raise IntegrityError("submission conflict", None, Exception("retry"))
         if existing.xml_sha256 != xml_sha:
             raise RejectedUploadError(
                 "A submission with this instance ID was already received with different "
@@ -179,35 +212,43 @@ def receive_submission(
             )
         return _merge(session, store, existing, kept, positions, upload, flags)
 
-    xml_key = new_key("submissions")
-    size, _ = store.put(xml_key, upload.xml)
-    sub = Submission(
-        status=SubmissionStatus.RECEIVED.value,
-        complete=False,
-        form_id=form.id,
-        form_version_id=version.id,
-        instance_id=parsed.instance_id,
-        deprecated_id=None if encrypted else getattr(parsed, "deprecated_id", None),
-        instance_name=None if encrypted else getattr(parsed, "instance_name", None),
-        encrypted=encrypted,
-        flags=sorted(set(flags)),
-        xml_blob_key=xml_key,
-        xml_sha256=xml_sha,
-        xml_size=size,
-        app_user_id=upload.app_user.id if upload.app_user else None,
-        web_user_id=upload.web_user.id if upload.web_user else None,
-        device_id=(upload.device_id or None) and upload.device_id[:255],
-        user_agent=(upload.user_agent or None) and upload.user_agent[:255],
-    )
-    session.add(sub)
+    store.put(xml_key, upload.xml)
+    rows = []
     for name, position in positions.items():
-        att = SubmissionAttachment(name=name, position=position, present=False)
+        values: dict[str, Any] = {
+            "submission_id": submission_id,
+            "name": name,
+            "position": position,
+            "present": False,
+            "blob_key": None,
+            "size": None,
+            "sha256": None,
+        }
         if name in kept:
-            _store_part(store, att, kept[name])
-        sub.attachments.append(att)
-    _settle(sub, upload.incomplete, first=True)
-    session.flush()
-    return Receipt(submission=sub, created=True, complete=sub.complete)
+            key = new_key("attachments")
+            size, sha = store.put(key, kept[name])
+            values.update(blob_key=key, size=size, sha256=sha, present=True)
+        rows.append(values)
+    if rows:
+        session.execute(insert(SubmissionAttachment), rows)
+    return Receipt(submission_id=submission_id, created=True, complete=complete)
+
+
+def _insert_submission(session: Session, **values: Any) -> int | None:
+    """INSERT ... ON CONFLICT (form_id, instance_id) DO NOTHING RETURNING id."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    now = utcnow()
+    stmt = (
+        dialect_insert(Submission.__table__)
+        .values(received_at=now, updated_at=now, **values)
+        .on_conflict_do_nothing(index_elements=["form_id", "instance_id"])
+        .returning(Submission.__table__.c.id)
+    )
+    return session.execute(stmt).scalar()
 
 
 def _store_part(store: BlobStore, att: SubmissionAttachment, data: bytes) -> None:
@@ -248,7 +289,7 @@ def _merge(
         sub.flags = sorted(set(sub.flags or []) | set(flags))
     _settle(sub, upload.incomplete, first=False)
     session.flush()
-    return Receipt(submission=sub, created=False, complete=sub.complete)
+    return Receipt(submission_id=sub.id, created=False, complete=sub.complete)
 
 
 def quarantine_upload(

@@ -130,8 +130,9 @@ def _caller(project_id: int, token: str | None, *, submit: bool = False) -> Call
             _remember_failure(None)
             check_rate_limit(session, cfg, _client_ip())
             raise
-        project = get_project(session, project_id)
-        return Caller(project, app_user, None, f"{root}/v1/key/{token}/projects/{project_id}")
+        return Caller(
+            app_user.project, app_user, None, f"{root}/v1/key/{token}/projects/{project_id}"
+        )
     creds = _credentials()
     if creds.scheme:
         check_rate_limit(session, cfg, _client_ip())
