@@ -139,9 +139,10 @@ def generate_project_key(passphrase: bytes) -> GeneratedKey:
         keys = None  # type: ignore[assignment]
     if keys is not None:
         key = keys.generate_private_key(2048)
+        public_b64 = keys.public_key_b64(key)
         return GeneratedKey(
-            public_key_b64=keys.public_key_b64(key),
-            fingerprint=keys.fingerprint(key),
+            public_key_b64=public_b64,
+            fingerprint=fingerprint_of_b64(public_b64),
             encrypted_private_pem=keys.encrypt_private_key(key, passphrase),
         )
     from cryptography.hazmat.primitives import serialization
@@ -156,21 +157,16 @@ def generate_project_key(passphrase: bytes) -> GeneratedKey:
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
+    public_b64 = base64.b64encode(der).decode("ascii")
     return GeneratedKey(
-        public_key_b64=base64.b64encode(der).decode("ascii"),
-        fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
+        public_key_b64=public_b64,
+        fingerprint=fingerprint_of_b64(public_b64),
         encrypted_private_pem=pem,
     )
 
 
 def fingerprint_of_b64(public_key_b64: str) -> str:
-    """Fingerprint of a base64 DER public key (same scheme as ``sync_protocol.keys``)."""
-    try:
-        from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-        from sync_protocol import keys
-
-        return keys.fingerprint(load_der_public_key(base64.b64decode(public_key_b64)))
-    except ImportError:
-        der = base64.b64decode(public_key_b64)
-        return "sha256:" + hashlib.sha256(der).hexdigest()
+    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo: the one fingerprint scheme the server
+    uses for project keys and form versions alike."""
+    der = base64.b64decode(public_key_b64)
+    return "sha256:" + hashlib.sha256(der).hexdigest()

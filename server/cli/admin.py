@@ -162,8 +162,17 @@ def forms_group() -> None:
 @forms_group.command("publish")
 @click.option("--project", "project_id", required=True, type=int)
 @click.option("--context", help="Compile this instrument context for the project and publish it.")
+@click.option(
+    "--attachment",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A media file the form references (repeatable; with FILE.xml).",
+)
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
-def forms_publish_command(project_id: int, context: str | None, file: str | None) -> None:
+def forms_publish_command(
+    project_id: int, context: str | None, attachments: tuple[str, ...], file: str | None
+) -> None:
     """Publish FILE.xml (or a compiled --context) to a project; prints form_id and version."""
     from server.blobs import make_blob_store
     from server.errors import ServerError
@@ -181,7 +190,10 @@ def forms_publish_command(project_id: int, context: str | None, file: str | None
             if context:
                 version, created = publish_context(session, store, project, app.config, context)
             else:
-                version, created = publish_form(session, store, project, Path(file).read_bytes())
+                media = {Path(a).name: Path(a).read_bytes() for a in attachments}
+                version, created = publish_form(
+                    session, store, project, Path(file).read_bytes(), attachments=media
+                )
         except ServerError as err:
             _fail(err)
         except Exception as err:  # the compiler's own errors print as file:line: message

@@ -277,7 +277,7 @@ def integrity(project_id: int, dataset: str, token: str | None = None) -> Respon
 def submission_probe(project_id: int, token: str | None = None) -> Response:
     """HEAD (and GET) probe before a POST: 204 with the accepted body size (§6.1)."""
     _caller(project_id, token, submit=True)
-    return Response(status=204)
+    return Response(status=204, content_type=XML_CONTENT_TYPE)
 
 
 @_route("/submission", methods=["POST"])

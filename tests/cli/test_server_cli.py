@@ -141,3 +141,18 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
 def test_db_current__after_migration__head(runner):
     """Should report the head revision."""
     assert _ok(runner.invoke("db", "current")).strip() == "0001"
+
+
+def test_forms_publish__with_attachment__listed_in_manifest(runner, client, tmp_path):
+    """Should store --attachment files and serve them through the manifest."""
+    pid = _ok(runner.invoke("projects", "create", "P")).strip()
+    form = tmp_path / "f.xml"
+    form.write_bytes(xform(media=("logo.png",)))
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(b"\x89PNG fictional")
+    _ok(runner.invoke("forms", "publish", "--project", pid, str(form), "--attachment", str(logo)))
+    url = _ok(runner.invoke("app-users", "create", "--project", pid, "T")).strip()
+    path = url.removeprefix("http://localhost")
+    manifest = client.get(f"{path}/forms/household/manifest")
+    assert b"logo.png" in manifest.data
+    assert client.get(f"{path}/forms/household/attachments/logo.png").data == b"\x89PNG fictional"

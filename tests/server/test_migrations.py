@@ -20,3 +20,19 @@ def test_migrations__upgraded_database__matches_models(app):
 def test_migrations__current_revision__is_head(app):
     """Should report the head revision after the fixture migrated the database."""
     assert db.current_revision(app.config["DATABASE_URL"]) == "0001"
+
+
+def test_migrations__downgrade_to_base_and_up_again__sqlite(tmp_path):
+    """Should run every migration down and up again (batch mode on SQLite)."""
+    from sqlalchemy import inspect
+
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    db.upgrade(url)
+    db.downgrade(url, "base")
+    engine = db.make_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    db.upgrade(url)
+    assert db.current_revision(url) == "0001"
