@@ -136,15 +136,15 @@ def _free_port() -> int:
 
 
 def _start_gunicorn(
-    app_spec: str, env: dict[str, str], chdir: Path
+    app_spec: str, env: dict[str, str], chdir: Path, threads: int = THREADS
 ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen(
         [
             str(BIN / "gunicorn"),
             "-w", str(WORKERS),
-            "-k", "gthread",
-            "--threads", str(THREADS),
+            "-k", "gthread" if threads > 1 else "sync",
+            "--threads", str(threads),
             "-b", f"127.0.0.1:{port}",
             "--log-level", "warning",
             "--chdir", str(chdir),
@@ -278,6 +278,7 @@ def main() -> int:
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--variants", default="3KB,1MB")
     parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--threads", type=int, default=THREADS, help="gunicorn threads/worker")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     rows = []
@@ -299,8 +300,10 @@ def main() -> int:
                 "FLOOR_DIR": str(work / "floor"),
             }
             (work / "floor").mkdir()
-            server, server_url = _start_gunicorn("server:create_app()", env, REPO)
-            floor, floor_url = _start_gunicorn("ingest:floor_app", env, REPO / "bench")
+            server, server_url = _start_gunicorn("server:create_app()", env, REPO, args.threads)
+            floor, floor_url = _start_gunicorn(
+                "ingest:floor_app", env, REPO / "bench", args.threads
+            )
             try:
                 for variant in args.variants.split(","):
                     for conc in (int(c) for c in args.concurrency.split(",")):

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from server.db import utcnow
@@ -65,6 +65,32 @@ def find_app_user(session: Session, token: str, project_id: int) -> AppUser:
     if user is None or user.revoked_at is not None or user.project_id != project_id:
         raise _forbidden()
     return user
+
+
+_c = AppUser.__table__.c
+# Built once: constructing statements per request is a measurable share of ingest CPU.
+_APP_USER_BY_TOKEN = select(_c.id, _c.project_id, _c.form_scope, _c.revoked_at).where(
+    _c.token_hash == bindparam("token_hash")
+)
+
+
+@dataclass(slots=True)
+class AppUserRef:
+    """The few app-user facts the ingest path needs."""
+
+    id: int
+    project_id: int
+    form_scope: list[str] | None
+
+
+def find_app_user_ref(session: Session, token: str, project_id: int) -> AppUserRef:
+    """Like :func:`find_app_user` with a single Core query (the submission hot path)."""
+    if not TOKEN_RE.match(token):
+        raise _forbidden()
+    row = session.execute(_APP_USER_BY_TOKEN, {"token_hash": hash_token(token)}).first()
+    if row is None or row.revoked_at is not None or row.project_id != project_id:
+        raise _forbidden()
+    return AppUserRef(id=row.id, project_id=row.project_id, form_scope=row.form_scope)
 
 
 def _forbidden() -> AuthError:

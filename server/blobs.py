@@ -23,9 +23,9 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.db import utcnow
@@ -66,6 +66,14 @@ def check_key(key: str) -> str:
     if not _KEY_RE.match(key) or ".." in key.split("/") or "//" in key:
         raise ServerError(f"invalid blob key {key!r}")
     return key
+
+
+def put_many(store: BlobStore, items: list[tuple[str, bytes]]) -> list[tuple[int, str]]:
+    """Store several blobs; one round trip on backends that support batching."""
+    batch = getattr(store, "put_many", None)
+    if batch is not None:
+        return batch(items)
+    return [store.put(key, data) for key, data in items]
 
 
 def read_all(store: BlobStore, key: str) -> bytes:
@@ -143,6 +151,18 @@ class LocalBlobStore:
             pass
 
 
+_INSERT_BLOB: list[Any] = []
+
+
+def _insert_blob() -> Any:
+    """The blob INSERT statement, built once."""
+    if not _INSERT_BLOB:
+        from server.models import Blob
+
+        _INSERT_BLOB.append(insert(Blob.__table__))
+    return _INSERT_BLOB[0]
+
+
 class PostgresBlobStore:
     """Blobs as rows of the ``blobs`` table, in the caller's transaction."""
 
@@ -155,10 +175,33 @@ class PostgresBlobStore:
 
         body = b"".join(_iter_chunks(data))
         sha = hashlib.sha256(body).hexdigest()
-        self.session.add(
-            Blob(key=check_key(key), data=body, size=len(body), sha256=sha, created_at=utcnow())
-        )
+        # A Core INSERT (not session.add): no unit-of-work bookkeeping on the ingest hot path.
+        with self.session.no_autoflush:  # callers may hold half-built ORM objects
+            self.session.execute(
+                insert(Blob.__table__).values(
+                    key=check_key(key), data=body, size=len(body), sha256=sha, created_at=utcnow()
+                )
+            )
         return len(body), sha
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> list[tuple[int, str]]:
+        """Insert several blob rows in one statement (executemany)."""
+
+        now = utcnow()
+        rows = [
+            {
+                "key": check_key(key),
+                "data": data,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "created_at": now,
+            }
+            for key, data in items
+        ]
+        if rows:
+            with self.session.no_autoflush:
+                self.session.execute(_insert_blob(), rows)
+        return [(r["size"], r["sha256"]) for r in rows]
 
     def open(self, key: str) -> BinaryIO:
         """Read the blob row."""

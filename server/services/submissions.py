@@ -28,27 +28,24 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.blobs import BlobStore, new_key
+from server.blobs import BlobStore, new_key, put_many
 from server.compat import is_encrypted_envelope, parse_submission
 from server.db import utcnow
 from server.errors import BadSubmissionError, ForbiddenError, SubmissionConflictError
 from server.models import (
     FLAG_DISCARDED_PARTS,
     FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM,
-    AppUser,
     Form,
     FormState,
     FormVersion,
-    Project,
     QuarantinedUpload,
     Submission,
     SubmissionAttachment,
     SubmissionStatus,
-    WebUser,
 )
 from sync_protocol.errors import ProtocolError
 
@@ -68,8 +65,9 @@ class Upload:
     xml: bytes
     parts: dict[str, bytes] = field(default_factory=dict)
     incomplete: bool = False
-    app_user: AppUser | None = None
-    web_user: WebUser | None = None
+    app_user_id: int | None = None
+    app_user_forms: list[str] | None = None  # the app user's form scope (None = all forms)
+    web_user_id: int | None = None
     device_id: str | None = None
     user_agent: str | None = None
 
@@ -96,13 +94,48 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_FORM = Form.__table__.c
+_VERSION = FormVersion.__table__.c
+# Statements built once (per-request statement construction costs real CPU on the hot path).
+_FORM_AND_VERSION = (
+    select(_FORM.id, _FORM.state, _FORM.xml_form_id, _VERSION.id, _VERSION.public_key_b64)
+    .select_from(Form.__table__)
+    .outerjoin(
+        FormVersion.__table__,
+        and_(_VERSION.form_id == _FORM.id, _VERSION.version == bindparam("version")),
+    )
+    .where(
+        _FORM.project_id == bindparam("project_id"), _FORM.xml_form_id == bindparam("xml_form_id")
+    )
+)
+_INSERT_ATTACHMENTS = insert(SubmissionAttachment.__table__)
+_INSERT_SUBMISSION: dict[str, Any] = {}
+
+
+def _insert_submission_stmt(dialect: str) -> Any:
+    stmt = _INSERT_SUBMISSION.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        table = Submission.__table__
+        stmt = _INSERT_SUBMISSION[dialect] = (
+            dialect_insert(table)
+            .on_conflict_do_nothing(index_elements=["form_id", "instance_id"])
+            .returning(table.c.id)
+        )
+    return stmt
+
+
 def receive_submission(
-    session: Session, store: BlobStore, project: Project, upload: Upload
+    session: Session, store: BlobStore, project_id: int, upload: Upload
 ) -> Receipt:
     """Store a submission (or merge into an identical one); raise on anything refused.
 
-    Blobs are written through ``store`` (fsynced for the local store); the caller commits, then
-    answers 201.
+    Blobs are written through ``store`` (fsynced for the local store, same transaction for
+    PostgreSQL); the caller commits, then answers 201. This is the hot path: Core statements,
+    one round trip per step.
     """
     for name in upload.parts:
         check_part_name(name)
@@ -111,15 +144,10 @@ def receive_submission(
     except ProtocolError as err:
         raise RejectedUploadError(str(err), quarantine=True) from err
 
-    # form and version in one round trip (this runs for every upload)
     version_str = (parsed.version or "").strip()
     row = session.execute(
-        select(Form, FormVersion)
-        .outerjoin(
-            FormVersion,
-            and_(FormVersion.form_id == Form.id, FormVersion.version == version_str),
-        )
-        .where(Form.project_id == project.id, Form.xml_form_id == parsed.form_id)
+        _FORM_AND_VERSION,
+        {"project_id": project_id, "xml_form_id": parsed.form_id, "version": version_str},
     ).first()
     if row is None:
         raise RejectedUploadError(
@@ -128,17 +156,17 @@ def receive_submission(
             http_status=404,
             quarantine=True,
         )
-    form, version = row
-    if upload.app_user is not None and not upload.app_user.may_use_form(form.xml_form_id):
+    form_id, form_state, xml_form_id, version_id, version_key = row
+    if upload.app_user_forms is not None and xml_form_id not in upload.app_user_forms:
         raise ForbiddenError("This device may not send this form. Ask your supervisor.")
-    if form.state == FormState.CLOSED.value:
+    if form_state == FormState.CLOSED.value:
         raise SubmissionConflictError(
-            f"The form '{form.xml_form_id}' is closed and takes no more submissions. "
+            f"The form '{xml_form_id}' is closed and takes no more submissions. "
             "Keep this submission on the device and contact your supervisor."
         )
-    if version is None:
+    if version_id is None:
         raise RejectedUploadError(
-            f"Version '{version_str}' of form '{form.xml_form_id}' is not on this server. "
+            f"Version '{version_str}' of form '{xml_form_id}' is not on this server. "
             "Update the blank form, or ask your supervisor; keep this submission on the device.",
             http_status=404,
             quarantine=True,
@@ -148,27 +176,28 @@ def receive_submission(
     flags: list[str] = []
     positions: dict[str, int | None]
     if encrypted:
+        # Only the files the manifest names, in manifest order (= IV index for decryption).
         expected = [*parsed.media, parsed.encrypted_xml_file]
         positions = {name: i for i, name in enumerate(expected)}
         for name in expected:
             check_part_name(name)
     else:
+        # Plaintext: keep the parts the instance names (binary answers are bare file names).
         root = getattr(parsed, "root", None)
         texts = (
             {(el.text or "").strip() for el in root.iter() if (el.text or "").strip()}
             if root is not None
             else set()
         )
-        expected = [name for name in upload.parts if name in texts]
-        positions = dict.fromkeys(expected)
-        if version.encrypted:
+        positions = dict.fromkeys(name for name in upload.parts if name in texts)
+        if version_key:
             flags.append(FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM)
     kept = {name: data for name, data in upload.parts.items() if name in positions}
     if len(kept) != len(upload.parts):
         flags.append(FLAG_DISCARDED_PARTS)
 
     xml_sha = _sha256(upload.xml)
-    all_present = not encrypted or all(name in kept for name in positions)
+    all_present = not encrypted or len(kept) == len(positions)
     complete = all_present and not upload.incomplete
     status = SubmissionStatus.RECEIVED.value
     if encrypted and complete:
@@ -178,8 +207,8 @@ def receive_submission(
     # blob writes, and the unique (form, instanceID) index decides who created the row.
     submission_id = _insert_submission(
         session,
-        form_id=form.id,
-        form_version_id=version.id,
+        form_id=form_id,
+        form_version_id=version_id,
         instance_id=parsed.instance_id,
         deprecated_id=None if encrypted else getattr(parsed, "deprecated_id", None),
         instance_name=None if encrypted else getattr(parsed, "instance_name", None),
@@ -190,18 +219,18 @@ def receive_submission(
         xml_blob_key=xml_key,
         xml_sha256=xml_sha,
         xml_size=len(upload.xml),
-        app_user_id=upload.app_user.id if upload.app_user else None,
-        web_user_id=upload.web_user.id if upload.web_user else None,
+        app_user_id=upload.app_user_id,
+        web_user_id=upload.web_user_id,
         device_id=(upload.device_id or None) and upload.device_id[:255],
         user_agent=(upload.user_agent or None) and upload.user_agent[:255],
     )
     if submission_id is None:
         existing = session.scalar(
             select(Submission).where(
-                Submission.form_id == form.id, Submission.instance_id == parsed.instance_id
+                Submission.form_id == form_id, Submission.instance_id == parsed.instance_id
             )
         )
-        if existing is None:  # pragma: no cover - the conflicting row vanished (rolled back)
+        if existing is None:  # the conflicting row was rolled back meanwhile: retry
             raise IntegrityError("submission conflict", None, Exception("retry"))
         if existing.xml_sha256 != xml_sha:
             raise RejectedUploadError(
@@ -212,60 +241,35 @@ def receive_submission(
             )
         return _merge(session, store, existing, kept, positions, upload, flags)
 
-    store.put(xml_key, upload.xml)
+    names = list(kept)
+    keys = [new_key("attachments") for _ in names]
+    items = [(xml_key, upload.xml)] + [(key, kept[n]) for key, n in zip(keys, names, strict=True)]
+    results = put_many(store, items)
+    stored = {name: (key, *res) for name, key, res in zip(names, keys, results[1:], strict=True)}
     rows = []
     for name, position in positions.items():
-        values: dict[str, Any] = {
-            "submission_id": submission_id,
-            "name": name,
-            "position": position,
-            "present": False,
-            "blob_key": None,
-            "size": None,
-            "sha256": None,
-        }
-        if name in kept:
-            key = new_key("attachments")
-            size, sha = store.put(key, kept[name])
-            values.update(blob_key=key, size=size, sha256=sha, present=True)
-        rows.append(values)
+        key, size, sha = stored.get(name, (None, None, None))
+        rows.append(
+            {
+                "submission_id": submission_id,
+                "name": name,
+                "position": position,
+                "present": key is not None,
+                "blob_key": key,
+                "size": size,
+                "sha256": sha,
+            }
+        )
     if rows:
-        session.execute(insert(SubmissionAttachment), rows)
+        session.execute(_INSERT_ATTACHMENTS, rows)
     return Receipt(submission_id=submission_id, created=True, complete=complete)
 
 
 def _insert_submission(session: Session, **values: Any) -> int | None:
     """INSERT ... ON CONFLICT (form_id, instance_id) DO NOTHING RETURNING id."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
     now = utcnow()
-    stmt = (
-        dialect_insert(Submission.__table__)
-        .values(received_at=now, updated_at=now, **values)
-        .on_conflict_do_nothing(index_elements=["form_id", "instance_id"])
-        .returning(Submission.__table__.c.id)
-    )
-    return session.execute(stmt).scalar()
-
-
-def _store_part(store: BlobStore, att: SubmissionAttachment, data: bytes) -> None:
-    key = new_key("attachments")
-    size, sha = store.put(key, data)
-    att.blob_key, att.size, att.sha256, att.present = key, size, sha, True
-
-
-def _settle(sub: Submission, incomplete: bool, *, first: bool) -> None:
-    """Update ``complete`` and ``status`` after parts arrived."""
-    all_present = all(a.present for a in sub.attachments) if sub.encrypted else True
-    previously = bool(sub.complete) and not first
-    sub.complete = (previously or not incomplete) and all_present
-    if sub.encrypted:
-        if sub.complete and sub.status == SubmissionStatus.RECEIVED.value:
-            sub.status = SubmissionStatus.PENDING_DECRYPTION.value
-    sub.updated_at = utcnow()
+    stmt = _insert_submission_stmt(session.get_bind().dialect.name)
+    return session.execute(stmt, {"received_at": now, "updated_at": now, **values}).scalar()
 
 
 def _merge(
@@ -277,6 +281,7 @@ def _merge(
     upload: Upload,
     flags: list[str],
 ) -> Receipt:
+    """Add the parts ``sub`` does not have yet (resends and split uploads)."""
     by_name = {a.name: a for a in sub.attachments}
     for name, data in kept.items():
         att = by_name.get(name)
@@ -284,10 +289,16 @@ def _merge(
             att = SubmissionAttachment(name=name, position=positions.get(name), present=False)
             sub.attachments.append(att)
         if not att.present:
-            _store_part(store, att, data)
+            key = new_key("attachments")
+            att.size, att.sha256 = store.put(key, data)
+            att.blob_key, att.present = key, True
     if flags:
         sub.flags = sorted(set(sub.flags or []) | set(flags))
-    _settle(sub, upload.incomplete, first=False)
+    all_present = all(a.present for a in sub.attachments) if sub.encrypted else True
+    sub.complete = (bool(sub.complete) or not upload.incomplete) and all_present
+    if sub.encrypted and sub.complete and sub.status == SubmissionStatus.RECEIVED.value:
+        sub.status = SubmissionStatus.PENDING_DECRYPTION.value
+    sub.updated_at = utcnow()
     session.flush()
     return Receipt(submission_id=sub.id, created=False, complete=sub.complete)
 
@@ -295,7 +306,7 @@ def _merge(
 def quarantine_upload(
     session: Session,
     store: BlobStore,
-    project: Project | None,
+    project_id: int | None,
     upload: Upload,
     reason: str,
 ) -> QuarantinedUpload:
@@ -303,14 +314,14 @@ def quarantine_upload(
     key = new_key("quarantine")
     size, sha = store.put(key, upload.xml)
     row = QuarantinedUpload(
-        project_id=project.id if project else None,
+        project_id=project_id,
         reason=reason[:2000],
         blob_key=key,
         size=size,
         sha256=sha,
         part_names=sorted(upload.parts)[:200],
-        app_user_id=upload.app_user.id if upload.app_user else None,
-        web_user_id=upload.web_user.id if upload.web_user else None,
+        app_user_id=upload.app_user_id,
+        web_user_id=upload.web_user_id,
         device_id=(upload.device_id or None) and upload.device_id[:255],
     )
     session.add(row)

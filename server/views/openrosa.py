@@ -19,6 +19,7 @@ from server.auth import (
     authenticate_web_user,
     check_rate_limit,
     find_app_user,
+    find_app_user_ref,
     may_submit,
     record_failure,
 )
@@ -32,6 +33,7 @@ from server.errors import (
     PayloadTooLargeError,
 )
 from server.models import AppUser, FormVersion, Project, WebUser
+from server.multipart import parse_multipart
 from server.services import entities as entity_service
 from server.services import forms as form_service
 from server.services.projects import get_project
@@ -280,10 +282,61 @@ def submission_probe(project_id: int, token: str | None = None) -> Response:
     return Response(status=204, content_type=XML_CONTENT_TYPE)
 
 
+def _submitter(
+    project_id: int, token: str | None
+) -> tuple[int | None, list[str] | None, int | None]:
+    """(app_user_id, app-user form scope, web_user_id) of someone allowed to submit."""
+    if token is None:
+        caller = _caller(project_id, token, submit=True)
+        return None, None, caller.web_user.id if caller.web_user else None
+    try:
+        ref = find_app_user_ref(get_session(), token, project_id)
+    except AuthError:
+        _remember_failure(None)
+        check_rate_limit(get_session(), current_app.config, _client_ip())
+        raise
+    return ref.id, ref.form_scope, None
+
+
+def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], bool]:
+    """The XML part, the other parts by field name, and the *isIncomplete* flag."""
+    boundary = request.mimetype_params.get("boundary", "")
+    # get_data() enforces MAX_CONTENT_LENGTH (413), also for chunked bodies
+    body = request.get_data(cache=False)
+    parts = parse_multipart(body, boundary, max_parts=cfg["MAX_SUBMISSION_PARTS"] + 2)
+    xml: bytes | None = None
+    files: dict[str, bytes] = {}
+    incomplete = False
+    for part in parts:
+        if part.name == "xml_submission_file":
+            if xml is None:
+                xml = part.data
+        elif part.name == "*isIncomplete*" and part.filename is None:
+            incomplete = True
+        else:
+            check_part_name(part.name)
+            if part.filename:
+                check_part_name(part.filename)
+            files.setdefault(part.name, part.data)
+    if xml is None:
+        raise BadSubmissionError(
+            "The upload has no xml_submission_file part. Try sending it again."
+        )
+    if len(files) > cfg["MAX_SUBMISSION_PARTS"]:
+        raise BadSubmissionError(
+            f"Too many files in one upload (more than {cfg['MAX_SUBMISSION_PARTS']})."
+        )
+    if len(xml) > cfg["MAX_XML_BYTES"]:
+        raise PayloadTooLargeError("The submission file itself is too large for this server.")
+    if not xml.strip():
+        raise BadSubmissionError("The submission file is empty. Try sending it again.")
+    return xml, files, incomplete
+
+
 @_route("/submission", methods=["POST"])
 def submission(project_id: int, token: str | None = None) -> Response:
     """Receive a submission (§6.2): 201 only after blobs are fsynced and the row committed."""
-    caller = _caller(project_id, token, submit=True)
+    app_user_id, forms, web_user_id = _submitter(project_id, token)
     cfg = current_app.config
     if request.mimetype != "multipart/form-data":
         raise BadSubmissionError(
@@ -293,44 +346,22 @@ def submission(project_id: int, token: str | None = None) -> Response:
         raise PayloadTooLargeError(
             "The submission is too large for this server. Ask your supervisor to raise the limit."
         )
-    files = request.files
-    xml_file = files.get("xml_submission_file")
-    if xml_file is None:
-        raise BadSubmissionError(
-            "The upload has no xml_submission_file part. Try sending it again."
-        )
-    if len(files) - 1 > cfg["MAX_SUBMISSION_PARTS"]:
-        raise BadSubmissionError(
-            f"Too many files in one upload (more than {cfg['MAX_SUBMISSION_PARTS']})."
-        )
-    xml = xml_file.read(cfg["MAX_XML_BYTES"] + 1)
-    if len(xml) > cfg["MAX_XML_BYTES"]:
-        raise PayloadTooLargeError("The submission file itself is too large for this server.")
-    if not xml.strip():
-        raise BadSubmissionError("The submission file is empty. Try sending it again.")
-    parts: dict[str, bytes] = {}
-    for field_name, storage in files.items(multi=True):
-        if field_name == "xml_submission_file":
-            continue
-        check_part_name(field_name)
-        if storage.filename:
-            check_part_name(storage.filename)
-        parts.setdefault(field_name, storage.read())
+    xml, parts, incomplete = _read_parts(cfg)
     upload = Upload(
         xml=xml,
         parts=parts,
-        incomplete="*isIncomplete*" in request.form,
-        app_user=caller.app_user,
-        web_user=caller.web_user,
+        incomplete=incomplete,
+        app_user_id=app_user_id,
+        app_user_forms=forms,
+        web_user_id=web_user_id,
         device_id=request.args.get("deviceID"),
         user_agent=request.headers.get("User-Agent"),
     )
     session = get_session()
     store = make_blob_store(cfg, session)
-    project = caller.project
     for attempt in (1, 2):
         try:
-            receipt = receive_submission(session, store, project, upload)
+            receipt = receive_submission(session, store, project_id, upload)
             session.commit()
             break
         except IntegrityError:
@@ -341,7 +372,7 @@ def submission(project_id: int, token: str | None = None) -> Response:
         except RejectedUploadError as err:
             session.rollback()
             if err.quarantine:
-                quarantine_upload(session, store, project, upload, err.message)
+                quarantine_upload(session, store, project_id, upload, err.message)
                 session.commit()
             raise
     message = (
