@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUBMISSION_PARTS": 110,  # Collect sends at most 101 files plus the XML per POST
     "MAX_XML_BYTES": 10_000_000,  # xml_submission_file part size limit
     "DB_POOL_SIZE": 5,
+    # A liveness ping costs one round trip per request; without it, the first request on a
+    # connection that died (database restart) fails once and the pool is rebuilt.
+    "DB_PRE_PING": False,
     "SQL_ECHO": False,
     "PASSWORD_HASH_METHOD": "scrypt",  # werkzeug generate_password_hash method
     # Put <submission action="BASE_URL/v1/projects/<id>/submission"> into published forms.
@@ -68,6 +71,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_ACCEPT_CONTENT_LENGTH": ("ACCEPT_CONTENT_LENGTH", int),
     "KINTSUGI_MAX_SUBMISSION_PARTS": ("MAX_SUBMISSION_PARTS", int),
     "KINTSUGI_DB_POOL_SIZE": ("DB_POOL_SIZE", int),
+    "KINTSUGI_DB_PRE_PING": ("DB_PRE_PING", _bool),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
 }

@@ -71,7 +71,9 @@ class Database:
     sessionmaker: sessionmaker[Session]
 
 
-def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, echo: bool = False, pre_ping: bool = False
+) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -87,7 +89,12 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_recycle=3600,
     )
 
 
@@ -97,6 +104,7 @@ def init_app(app: Any) -> None:
         app.config["DATABASE_URL"],
         pool_size=app.config["DB_POOL_SIZE"],
         echo=app.config["SQL_ECHO"],
+        pre_ping=app.config["DB_PRE_PING"],
     )
     app.extensions["kintsugi.db"] = Database(
         engine=engine, sessionmaker=sessionmaker(engine, expire_on_commit=False)
