@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import os
 import secrets
 import shutil
@@ -53,46 +52,7 @@ def floor_app(environ, start_response):
     return [b""]
 
 
-# ---------------------------------------------------------------- Collect-like encryption
-
-
-def _encrypt_submission(public_key, form_id: str, version: str, plaintext: bytes, media: dict):
-    """Encrypt like Collect's EncryptionUtils (OAEP-SHA256 key, AES-256-CFB128 + PKCS#7)."""
-    from cryptography.hazmat.primitives import hashes, padding
-    from cryptography.hazmat.primitives.asymmetric import padding as apad
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
-    try:
-        from cryptography.hazmat.decrepit.ciphers.modes import CFB
-    except ImportError:  # older cryptography
-        from cryptography.hazmat.primitives.ciphers.modes import CFB
-
-    instance_id = f"uuid:{uuid.uuid4()}"
-    key = secrets.token_bytes(32)
-    oaep = apad.OAEP(mgf=apad.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    enc_key = base64.b64encode(public_key.encrypt(key, oaep)).decode()
-    seed = bytearray(hashlib.md5(instance_id.encode() + key, usedforsecurity=False).digest())
-    files = {}
-    sig_lines = [form_id, version, enc_key, instance_id]
-    for i, (name, data) in enumerate([*media.items(), ("submission.xml", plaintext)]):
-        seed[i % 16] = (seed[i % 16] + 1) % 256
-        padder = padding.PKCS7(128).padder()
-        enc = Cipher(algorithms.AES(key), CFB(bytes(seed))).encryptor()
-        files[name + ".enc"] = enc.update(padder.update(data) + padder.finalize()) + enc.finalize()
-        sig_lines.append(f"{name}::{hashlib.md5(data, usedforsecurity=False).hexdigest()}")
-    digest = hashlib.md5(("\n".join(sig_lines) + "\n").encode(), usedforsecurity=False).digest()
-    signature = base64.b64encode(public_key.encrypt(digest, oaep)).decode()
-    media_xml = "".join(f"<media><file>{n}.enc</file></media>\n" for n in media)
-    manifest = (
-        f'<data id="{form_id}" version="{version}" encrypted="yes" '
-        'xmlns="http://www.opendatakit.org/xforms/encrypted">'
-        f"<base64EncryptedKey>{enc_key}</base64EncryptedKey>"
-        '<orx:meta xmlns:orx="http://openrosa.org/xforms">'
-        f"<orx:instanceID>{instance_id}</orx:instanceID></orx:meta>\n{media_xml}"
-        "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>"
-        f"<base64EncryptedElementSignature>{signature}</base64EncryptedElementSignature></data>"
-    ).encode()
-    return manifest, files
+# ---------------------------------------------------------------- Collect-like uploads
 
 
 def _multipart(manifest: bytes, files: dict[str, bytes]) -> tuple[bytes, str]:
@@ -113,6 +73,8 @@ def _multipart(manifest: bytes, files: dict[str, bytes]) -> tuple[bytes, str]:
 
 def make_bodies(public_key, count: int, variant: str) -> list[tuple[bytes, str]]:
     """``count`` distinct encrypted uploads: ~3 KB (text only) or ~1 MB (plus a photo)."""
+    from tests.server.collect import encrypt_like_collect
+
     bodies = []
     for i in range(count):
         answers = "".join(f"<q{j}>{secrets.token_hex(16)}</q{j}>" for j in range(60))
@@ -121,7 +83,7 @@ def make_bodies(public_key, count: int, variant: str) -> list[tuple[bytes, str]]
             f'<data id="bench" version="1">{answers}<meta><instanceID>i{i}</instanceID></meta></data>'
         ).encode()
         media = {"photo.jpg": secrets.token_bytes(1_000_000)} if variant == "1MB" else {}
-        manifest, files = _encrypt_submission(public_key, "bench", "1", plaintext, media)
+        manifest, files = encrypt_like_collect(public_key, "bench", "1", plaintext, media)
         bodies.append(_multipart(manifest, files))
     return bodies
 

@@ -6,7 +6,10 @@ Usable with the Flask test client (``CollectActions(client, base)``) and, throug
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,3 +174,48 @@ def openrosa_message(resp: Any) -> str:
         if el.tag.rsplit("}", 1)[-1] == "message":
             return el.text or ""
     raise AssertionError("no <message> in response")
+
+
+def encrypt_like_collect(
+    public_key: Any, form_id: str, version: str, plaintext: bytes, media: dict[str, bytes]
+) -> tuple[bytes, dict[str, bytes]]:
+    """Encrypt like Collect's EncryptionUtils (OAEP-SHA256 key, AES-256-CFB128 + PKCS#7).
+
+    Returns (manifest bytes, {"x.enc": ciphertext}) with a fresh instanceID; media are encrypted
+    in dict order, then submission.xml (IV index = position), as openrosa.md §9.2 describes.
+    """
+    from cryptography.hazmat.primitives import hashes, padding
+    from cryptography.hazmat.primitives.asymmetric import padding as apad
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    try:
+        from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    except ImportError:  # older cryptography
+        from cryptography.hazmat.primitives.ciphers.modes import CFB
+
+    instance_id = f"uuid:{uuid.uuid4()}"
+    key = secrets.token_bytes(32)
+    oaep = apad.OAEP(mgf=apad.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    enc_key = base64.b64encode(public_key.encrypt(key, oaep)).decode()
+    seed = bytearray(hashlib.md5(instance_id.encode() + key, usedforsecurity=False).digest())
+    files = {}
+    sig_lines = [form_id, version, enc_key, instance_id]
+    for i, (name, data) in enumerate([*media.items(), ("submission.xml", plaintext)]):
+        seed[i % 16] = (seed[i % 16] + 1) % 256
+        padder = padding.PKCS7(128).padder()
+        enc = Cipher(algorithms.AES(key), CFB(bytes(seed))).encryptor()
+        files[name + ".enc"] = enc.update(padder.update(data) + padder.finalize()) + enc.finalize()
+        sig_lines.append(f"{name}::{hashlib.md5(data, usedforsecurity=False).hexdigest()}")
+    digest = hashlib.md5(("\n".join(sig_lines) + "\n").encode(), usedforsecurity=False).digest()
+    signature = base64.b64encode(public_key.encrypt(digest, oaep)).decode()
+    media_xml = "".join(f"<media><file>{n}.enc</file></media>\n" for n in media)
+    manifest = (
+        f'<data id="{form_id}" version="{version}" encrypted="yes" '
+        'xmlns="http://www.opendatakit.org/xforms/encrypted">'
+        f"<base64EncryptedKey>{enc_key}</base64EncryptedKey>"
+        '<orx:meta xmlns:orx="http://openrosa.org/xforms">'
+        f"<orx:instanceID>{instance_id}</orx:instanceID></orx:meta>\n{media_xml}"
+        "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>"
+        f"<base64EncryptedElementSignature>{signature}</base64EncryptedElementSignature></data>"
+    ).encode()
+    return manifest, files
