@@ -76,7 +76,8 @@ def make_engine(
 ) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        # hide_parameters: a failing statement's parameters (answers, blobs) never reach a log
+        engine = create_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -91,6 +92,7 @@ def make_engine(
     return create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
