@@ -190,3 +190,27 @@ def test_rate_limit__bad_tokens__429(make_app, field):
         for _ in range(3)
     ]
     assert codes == [403, 429, 429]
+
+
+def test_web_user__viewer__may_list_but_not_submit(app, client, field):
+    """Should let a viewer download forms but answer 403 to a submission."""
+    from server.services.users import create_web_user
+    from tests.server.collect import multipart_body
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        create_web_user(s, "vera", "viewer password", role="viewer", realm="kintsugi",
+                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        s.commit()
+    list_uri = f"/v1/projects/{field.project_id}/formList"
+    ch = _parse_challenge(client.get(list_uri).headers["WWW-Authenticate"])
+    ok = client.get(
+        list_uri,
+        headers={"Authorization": digest_header(ch, "vera", "viewer password", "GET", list_uri)},
+    )
+    assert ok.status_code == 200
+    sub_uri = f"/v1/projects/{field.project_id}/submission"
+    body, ctype = multipart_body(instance())
+    auth = digest_header(ch, "vera", "viewer password", "POST", sub_uri)
+    resp = client.post(sub_uri, data=body, headers={"Authorization": auth, "Content-Type": ctype})
+    assert resp.status_code == 403
+    assert "may not send" in openrosa_message(resp)
