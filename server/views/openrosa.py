@@ -24,7 +24,7 @@ from server.auth import (
     record_failure,
 )
 from server.blobs import make_blob_store, read_all
-from server.db import get_session
+from server.db import get_session, write_lock
 from server.errors import (
     AuthError,
     BadSubmissionError,
@@ -361,8 +361,9 @@ def submission(project_id: int, token: str | None = None) -> Response:
     store = make_blob_store(cfg, session)
     for attempt in (1, 2):
         try:
-            receipt = receive_submission(session, store, project_id, upload)
-            session.commit()
+            with write_lock(current_app):
+                receipt = receive_submission(session, store, project_id, upload)
+                session.commit()
             break
         except IntegrityError:
             # A concurrent identical POST won the unique (form, instanceID) race: retry as a merge.
