@@ -20,6 +20,21 @@ from server.models import FormVersion, Project
 from server.services.forms import publish_form
 
 
+def _as_json(report: Any) -> dict[str, Any] | None:
+    """The compiler's report as plain JSON data (it is stored on the form version)."""
+    import dataclasses
+    import json
+
+    if report is None:
+        return None
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
+        report = dataclasses.asdict(report)
+    elif hasattr(report, "to_dict"):
+        report = report.to_dict()
+    data = json.loads(json.dumps(report, default=str))
+    return data if isinstance(data, dict) else {"report": data}
+
+
 def submission_url_for(config: dict[str, Any], project: Project) -> str | None:
     """The submission URL to embed in forms of ``project`` (None unless configured)."""
     if not config.get("EMBED_SUBMISSION_URL") or not config.get("BASE_URL"):
@@ -62,7 +77,7 @@ def publish_context(
         xml = compiled.xml
     if isinstance(xml, str):
         xml = xml.encode("utf-8")
-    report = getattr(compiled, "report", None)
+    report = _as_json(getattr(compiled, "report", None))
     attachments = dict(getattr(compiled, "attachments", None) or {})
     attachments = {
         k: v.encode("utf-8") if isinstance(v, str) else v for k, v in attachments.items()
