@@ -18,7 +18,9 @@ def create_app(test_config: Mapping[str, Any] | None = None):  # -> flask.Flask
 
     from server import db, errors_http, views
     from server.config import load_config
+    from server.logs import install_filters
 
+    install_filters()
     app = Flask(__name__, instance_relative_config=False)
     app.config.from_mapping(load_config(test_config))
     if app.config["TRUST_PROXY"]:
