@@ -190,3 +190,33 @@ def test_submission__two_identical_posts_at_once__one_row(app, household, db_ses
         t.join()
     assert results == [201] * 4
     assert _counts(db_session)[:2] == (1, 1)
+
+
+def test_submission__closing_form__still_accepted(household, db_session):
+    """Should keep accepting submissions to a closing form (hidden from formList only)."""
+    form = db_session.scalars(select(Form)).one()
+    form.state = "closing"
+    db_session.commit()
+    assert household.collect.submit(instance()).status_code == 201
+
+
+def test_submission__edit_with_deprecated_id__new_row_linked(household, db_session):
+    """Should store an edit as its own instance carrying deprecatedID."""
+    original = "uuid:11111111-1111-4111-8111-111111111111"
+    assert household.collect.submit(instance(instance_id=original)).status_code == 201
+    edit = instance(instance_id="uuid:22222222-2222-4222-8222-222222222222", deprecated_id=original)
+    assert household.collect.submit(edit).status_code == 201
+    rows = {s.instance_id: s.deprecated_id for s in db_session.scalars(select(Submission))}
+    assert rows == {original: None, "uuid:22222222-2222-4222-8222-222222222222": original}
+
+
+def test_submission__app_user_scoped_to_other_form__403(app, household, db_session):
+    """Should refuse a form outside the app user's scope, storing nothing."""
+    from server.models import AppUser
+
+    user = db_session.get(AppUser, household.app_user_id)
+    user.form_scope = ["another_form"]
+    db_session.commit()
+    resp = household.collect.submit(instance())
+    assert resp.status_code == 403
+    assert _counts(db_session) == (0, 0, 0)
