@@ -139,7 +139,10 @@ def generate_project_key(passphrase: bytes) -> GeneratedKey:
         keys = None  # type: ignore[assignment]
     if keys is not None:
         key = keys.generate_private_key(2048)
-        public_b64 = keys.public_key_b64(key)
+        try:
+            public_b64 = keys.public_key_b64(key)
+        except (TypeError, AttributeError):  # the helper may want the public half
+            public_b64 = keys.public_key_b64(key.public_key())
         return GeneratedKey(
             public_key_b64=public_b64,
             fingerprint=fingerprint_of_b64(public_b64),
