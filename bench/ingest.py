@@ -282,6 +282,8 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix=f"kintsugi-bench-{backend}-"))
         drop = None
         try:
+            if backend not in {"postgres", "sqlite"}:
+                raise SystemExit(f"unknown backend {backend!r}")
             if backend == "postgres":
                 url, drop = _postgres_db()
             else:
@@ -330,7 +332,23 @@ def main() -> int:
             f"{backend:8} {variant:4} {conc:4}  {s['rate']:8.1f} {s['p50']:6.1f} {s['p95']:6.1f}"
             f" {f['rate']:8.1f} {f['p95']:8.1f}  {s['rate'] / f['rate']:.2f}"
         )
+    _verdicts(rows)
     return 0
+
+
+def _verdicts(rows: list) -> None:
+    """Print the issue's targets next to what this run measured (same machine, same run)."""
+    central = {1: 51.0, 8: 103.0}  # ODK Central's encrypted ingest, submissions/s (issue #4)
+    for backend, variant, conc, s, f in rows:
+        notes = []
+        if backend == "postgres" and conc == 8:
+            notes.append(f"floor ratio {s['rate'] / f['rate']:.2f} (target >= 0.5)")
+        if variant == "3KB":
+            notes.append(f"p95 {s['p95']:.0f} ms (target < 100)")
+            if conc in central:
+                notes.append(f"{s['rate'] / central[conc]:.1f}x Central's {central[conc]:.0f}/s")
+        if notes:
+            print(f"{backend} {variant} c={conc}: " + "; ".join(notes))
 
 
 if __name__ == "__main__":
