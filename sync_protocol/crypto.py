@@ -1,0 +1,335 @@
+"""Encrypted submissions, byte-exact with ODK Collect (openrosa.md §9, vectors/README.md).
+
+Recipe (Collect ``EncryptionUtils``):
+
+* a random 256-bit AES key, wrapped with RSA-OAEP using SHA-256 for both the OAEP hash and MGF1
+  (BouncyCastle's ``OAEPWithSHA256AndMGF1Padding``), base64 without line breaks;
+* per file, AES-256-CFB128 with PKCS#7 padding applied even though CFB needs none, so every
+  ``.enc`` is ``16 * (n // 16 + 1)`` bytes;
+* IVs: ``seed = MD5(UTF-8(instanceID) + aes_key)``; before the i-th file ``seed[i % 16] += 1``
+  (cumulatively, mod 256) and the IV is a copy of the seed. File order is the manifest's
+  ``media/file`` order, then ``submission.xml.enc`` last;
+* the signature is RSA-OAEP (same parameters) of the raw MD5 of a text listing form id,
+  version (only if any), the encrypted key, the instanceID, then ``name::md5hex`` for each
+  plaintext media file and ``submission.xml::md5hex``, each line ended by ``\\n``.
+
+Decrypting never needs a whole file in memory: :func:`decrypt_stream` works chunk by chunk and
+keeps only the last block back to check the padding.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from xml.sax.saxutils import escape, quoteattr
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+try:  # cryptography >= 47 moved CFB to "decrepit"; it leaves primitives in 49
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB
+
+from sync_protocol.envelope import EncryptedEnvelope
+from sync_protocol.errors import DecryptionError, MissingFileError
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DecryptedSubmission",
+    "SignatureStatus",
+    "decrypt_bytes",
+    "decrypt_stream",
+    "decrypt_submission",
+    "encrypt_submission",
+    "file_ivs",
+    "signature_source",
+    "unwrap_key",
+    "verify_signature",
+]
+
+CHUNK_SIZE = 1 << 20
+_BLOCK = 16
+ENCRYPTED_NS = "http://www.opendatakit.org/xforms/encrypted"
+_OAEP = asym_padding.OAEP(
+    mgf=asym_padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+)
+
+
+class SignatureStatus(enum.Enum):
+    """Outcome of checking ``base64EncryptedElementSignature``."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    #: a file the signature covers is missing, or the envelope carries no signature
+    CANNOT_VERIFY = "cannot-verify"
+
+
+@dataclass(slots=True)
+class DecryptedSubmission:
+    """Plaintext of one submission. Only trust it when ``signature`` is VALID."""
+
+    xml: bytes
+    #: plaintext name (``x.jpg``) -> bytes, in manifest order
+    media: dict[str, bytes] = field(default_factory=dict)
+    signature: SignatureStatus = SignatureStatus.CANNOT_VERIFY
+
+
+# --------------------------------------------------------------------------- primitives
+def unwrap_key(private_key: rsa.RSAPrivateKey, encrypted_key_b64: str) -> bytes:
+    """Recover the 32-byte AES key of a submission.
+
+    :raises DecryptionError: wrong key, or not a Collect-wrapped AES-256 key
+    """
+    try:
+        wrapped = base64.b64decode(encrypted_key_b64, validate=True)
+        aes_key = private_key.decrypt(wrapped, _OAEP)
+    except ValueError as err:
+        raise DecryptionError(
+            "The submission's key cannot be opened with this project's private key "
+            "(wrong key, or the data is damaged)."
+        ) from err
+    if len(aes_key) != 32:
+        raise DecryptionError("The submission's wrapped key is not an AES-256 key.")
+    return aes_key
+
+
+def file_ivs(instance_id: str, aes_key: bytes, count: int) -> list[bytes]:
+    """The IVs of the first ``count`` files, with Collect's cumulative increments."""
+    seed = bytearray(hashlib.md5(instance_id.encode("utf-8") + aes_key).digest())  # noqa: S324
+    ivs = []
+    for i in range(count):
+        seed[i % 16] = (seed[i % 16] + 1) % 256
+        ivs.append(bytes(seed))
+    return ivs
+
+
+def _iv(instance_id: str, aes_key: bytes, index: int) -> bytes:
+    return file_ivs(instance_id, aes_key, index + 1)[index]
+
+
+def decrypt_stream(
+    src: BinaryIO, dst: BinaryIO, aes_key: bytes, iv: bytes, *, chunk_size: int = CHUNK_SIZE
+) -> tuple[int, str]:
+    """Decrypt one ``.enc`` file from ``src`` into ``dst`` without holding it in memory.
+
+    :return: (plaintext size, lowercase MD5 hex of the plaintext) - the MD5 feeds the signature
+    :raises DecryptionError: truncated ciphertext or bad PKCS#7 padding
+    """
+    decryptor = Cipher(algorithms.AES(aes_key), CFB(iv)).decryptor()
+    md5 = hashlib.md5()  # noqa: S324 - Collect's signature format is MD5
+    held = b""  # the last block is held back until we know it ends the file
+    size = 0
+    total_in = 0
+    while True:
+        chunk = src.read(chunk_size)
+        if not chunk:
+            break
+        total_in += len(chunk)
+        plain = held + decryptor.update(chunk)
+        cut = len(plain) - _BLOCK if len(plain) >= _BLOCK else 0
+        out, held = plain[:cut], plain[cut:]
+        if out:
+            dst.write(out)
+            md5.update(out)
+            size += len(out)
+    held += decryptor.finalize()
+    if total_in == 0 or total_in % _BLOCK or len(held) != _BLOCK:
+        raise DecryptionError(
+            "An encrypted file is truncated or damaged (its length is not whole AES blocks)."
+        )
+    pad = held[-1]
+    if not 1 <= pad <= _BLOCK or held[-pad:] != bytes([pad]) * pad:
+        raise DecryptionError("An encrypted file cannot be decrypted (bad padding).")
+    tail = held[:-pad]
+    if tail:
+        dst.write(tail)
+        md5.update(tail)
+        size += len(tail)
+    return size, md5.hexdigest()
+
+
+def decrypt_bytes(ciphertext: bytes, aes_key: bytes, iv: bytes) -> bytes:
+    """Decrypt one small ``.enc`` held in memory (see :func:`decrypt_stream` for large ones)."""
+    import io
+
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(ciphertext), out, aes_key, iv)
+    return out.getvalue()
+
+
+def _encrypt_bytes(plaintext: bytes, aes_key: bytes, iv: bytes) -> bytes:
+    pad = _BLOCK - len(plaintext) % _BLOCK
+    encryptor = Cipher(algorithms.AES(aes_key), CFB(iv)).encryptor()
+    return encryptor.update(plaintext + bytes([pad]) * pad) + encryptor.finalize()
+
+
+# --------------------------------------------------------------------------- signature
+def signature_source(
+    *,
+    form_id: str,
+    version: str | None,
+    encrypted_key: str,
+    instance_id: str,
+    media_md5: list[tuple[str, str]],
+    xml_md5: str,
+) -> str:
+    """The text whose MD5 Collect encrypts as ``base64EncryptedElementSignature``.
+
+    :param media_md5: ``(plaintext name without .enc, md5 hex)`` in manifest order
+    """
+    lines = [form_id]
+    if version:
+        lines.append(version)
+    lines += [encrypted_key, instance_id]
+    lines += [f"{name}::{digest}" for name, digest in media_md5]
+    lines.append(f"submission.xml::{xml_md5}")
+    return "".join(line + "\n" for line in lines)
+
+
+def verify_signature(private_key: rsa.RSAPrivateKey, signature_b64: str, source: str) -> bool:
+    """True when ``signature_b64`` is Collect's encrypted MD5 of ``source``."""
+    expected = hashlib.md5(source.encode("utf-8")).digest()  # noqa: S324
+    try:
+        got = private_key.decrypt(base64.b64decode(signature_b64, validate=True), _OAEP)
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+def _plain_name(enc_name: str) -> str:
+    return enc_name[:-4] if enc_name.endswith(".enc") else enc_name
+
+
+# --------------------------------------------------------------------------- submissions
+def decrypt_submission(
+    envelope: EncryptedEnvelope,
+    private_key: rsa.RSAPrivateKey,
+    files: Mapping[str, bytes],
+) -> DecryptedSubmission:
+    """Decrypt a whole submission held in memory and check its signature.
+
+    Media missing from ``files`` are skipped and make the signature CANNOT_VERIFY; a missing
+    ``submission.xml.enc`` is an error. A submission whose signature is INVALID is returned so
+    the caller can quarantine it with the reason, never to be used as good data.
+
+    :raises MissingFileError: the encrypted XML file was not received
+    :raises DecryptionError: wrong key, truncated or damaged ciphertext
+    """
+    if envelope.encrypted_xml_file not in files:
+        raise MissingFileError(
+            f"The encrypted data file {envelope.encrypted_xml_file} has not been received yet."
+        )
+    aes_key = unwrap_key(private_key, envelope.encrypted_key)
+    ivs = file_ivs(envelope.instance_id, aes_key, len(envelope.media) + 1)
+    media: dict[str, bytes] = {}
+    media_md5: list[tuple[str, str]] = []
+    complete = True
+    for index, enc_name in enumerate(envelope.media):
+        if enc_name not in files:
+            complete = False
+            continue
+        plain = decrypt_bytes(files[enc_name], aes_key, ivs[index])
+        media[_plain_name(enc_name)] = plain
+        media_md5.append((_plain_name(enc_name), hashlib.md5(plain).hexdigest()))  # noqa: S324
+    xml = decrypt_bytes(files[envelope.encrypted_xml_file], aes_key, ivs[-1])
+    status = SignatureStatus.CANNOT_VERIFY
+    if complete and envelope.signature:
+        source = signature_source(
+            form_id=envelope.form_id,
+            version=envelope.version,
+            encrypted_key=envelope.encrypted_key,
+            instance_id=envelope.instance_id,
+            media_md5=media_md5,
+            xml_md5=hashlib.md5(xml).hexdigest(),  # noqa: S324
+        )
+        ok = verify_signature(private_key, envelope.signature, source)
+        status = SignatureStatus.VALID if ok else SignatureStatus.INVALID
+    return DecryptedSubmission(xml=xml, media=media, signature=status)
+
+
+def render_manifest(
+    *,
+    form_id: str,
+    version: str | None,
+    instance_id: str,
+    encrypted_key: str,
+    media: list[str],
+    signature: str,
+) -> bytes:
+    """The manifest exactly as Collect's KXmlSerializer writes it (no declaration, raw UTF-8)."""
+    attrs = f"id={quoteattr(form_id)}"
+    if version:
+        attrs += f" version={quoteattr(version)}"
+    parts = [
+        f'<data {attrs} encrypted="yes" xmlns="{ENCRYPTED_NS}">',
+        f"<base64EncryptedKey>{encrypted_key}</base64EncryptedKey>",
+        '<orx:meta xmlns:orx="http://openrosa.org/xforms">',
+        f"<orx:instanceID>{escape(instance_id)}</orx:instanceID></orx:meta>\n",
+    ]
+    parts += [f"<media><file>{escape(name)}</file></media>\n" for name in media]
+    parts += [
+        "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>",
+        f"<base64EncryptedElementSignature>{signature}</base64EncryptedElementSignature>",
+        "</data>",
+    ]
+    return "".join(parts).encode("utf-8")
+
+
+def encrypt_submission(
+    plaintext_xml: bytes,
+    public_key: rsa.RSAPublicKey | rsa.RSAPrivateKey,
+    *,
+    form_id: str,
+    version: str | None,
+    instance_id: str,
+    media: Mapping[str, bytes] | None = None,
+    aes_key: bytes | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """Encrypt a submission as Collect does at finalisation.
+
+    Used by the demo seed, tests and benchmarks to produce what a phone would upload.
+
+    :param media: plaintext media by name, in the order Collect would list them
+    :param aes_key: fix the AES key (tests reproducing a vector); random otherwise
+    :return: (manifest bytes for ``xml_submission_file``, ``{"x.jpg.enc": ..., "submission.xml.enc": ...}``)
+    """
+    if isinstance(public_key, rsa.RSAPrivateKey):
+        public_key = public_key.public_key()
+    media = dict(media or {})
+    aes_key = aes_key if aes_key is not None else os.urandom(32)
+    encrypted_key = base64.b64encode(public_key.encrypt(aes_key, _OAEP)).decode("ascii")
+    ivs = file_ivs(instance_id, aes_key, len(media) + 1)
+    files: dict[str, bytes] = {}
+    media_md5 = []
+    for index, (name, data) in enumerate(media.items()):
+        files[name + ".enc"] = _encrypt_bytes(data, aes_key, ivs[index])
+        media_md5.append((name, hashlib.md5(data).hexdigest()))  # noqa: S324
+    files["submission.xml.enc"] = _encrypt_bytes(plaintext_xml, aes_key, ivs[-1])
+    source = signature_source(
+        form_id=form_id,
+        version=version,
+        encrypted_key=encrypted_key,
+        instance_id=instance_id,
+        media_md5=media_md5,
+        xml_md5=hashlib.md5(plaintext_xml).hexdigest(),  # noqa: S324
+    )
+    digest = hashlib.md5(source.encode("utf-8")).digest()  # noqa: S324
+    signature = base64.b64encode(public_key.encrypt(digest, _OAEP)).decode("ascii")
+    manifest = render_manifest(
+        form_id=form_id,
+        version=version,
+        instance_id=instance_id,
+        encrypted_key=encrypted_key,
+        media=[n + ".enc" for n in media],
+        signature=signature,
+    )
+    return manifest, files
