@@ -38,6 +38,10 @@ _CHUNK = 1 << 20
 class BlobStore(Protocol):
     """What every blob backend provides."""
 
+    #: True when puts become durable with the caller's database commit (PostgreSQL); False
+    #: when ``put`` is durable on its own (files, object stores).
+    transactional: bool
+
     def put(self, key: str, data: bytes | BinaryIO) -> tuple[int, str]:
         """Store ``data`` durably under ``key``; return (size, sha256 hex)."""
         ...
@@ -95,6 +99,8 @@ def _iter_chunks(data: bytes | BinaryIO):
 
 class LocalBlobStore:
     """Blobs as files under a root directory, written atomically and fsynced."""
+
+    transactional = False
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -165,6 +171,8 @@ def _insert_blob() -> Any:
 
 class PostgresBlobStore:
     """Blobs as rows of the ``blobs`` table, in the caller's transaction."""
+
+    transactional = True
 
     def __init__(self, session: Session) -> None:
         self.session = session

@@ -128,6 +128,20 @@ def _insert_submission_stmt(dialect: str) -> Any:
     return stmt
 
 
+@dataclass(slots=True)
+class Prepared:
+    """An upload checked against the database, ready to be written."""
+
+    values: dict[str, Any]  # the submissions row
+    kept: dict[str, bytes]
+    positions: dict[str, int | None]
+    flags: list[str]
+    items: list[tuple[str, bytes]]  # blobs: the XML first, then the kept parts
+    part_keys: dict[str, str]  # part name -> blob key
+    incomplete: bool  # the request carried *isIncomplete*
+    written: list[tuple[int, str]] | None = None  # (size, sha256) when written ahead
+
+
 def receive_submission(
     session: Session, store: BlobStore, project_id: int, upload: Upload
 ) -> Receipt:
@@ -135,8 +149,17 @@ def receive_submission(
 
     Blobs are written through ``store`` (fsynced for the local store, same transaction for
     PostgreSQL); the caller commits, then answers 201. This is the hot path: Core statements,
-    one round trip per step.
+    one round trip per step. Callers that serialise writers (SQLite) call
+    :func:`prepare_submission` outside their lock and :func:`write_submission` inside it.
     """
+    return write_submission(session, store, prepare_submission(session, store, project_id, upload))
+
+
+def prepare_submission(
+    session: Session, store: BlobStore, project_id: int, upload: Upload
+) -> Prepared:
+    """Parse and check the upload (reads only); on a non-transactional store (local files)
+    also write and fsync its blobs now, so the database write that follows is short."""
     for name in upload.parts:
         check_part_name(name)
     try:
@@ -203,51 +226,66 @@ def receive_submission(
     if encrypted and complete:
         status = SubmissionStatus.PENDING_DECRYPTION.value
     xml_key = new_key("submissions")
+    values = {
+        "form_id": form_id,
+        "form_version_id": version_id,
+        "instance_id": parsed.instance_id,
+        "deprecated_id": None if encrypted else getattr(parsed, "deprecated_id", None),
+        "instance_name": None if encrypted else getattr(parsed, "instance_name", None),
+        "encrypted": encrypted,
+        "status": status,
+        "flags": sorted(set(flags)),
+        "complete": complete,
+        "xml_blob_key": xml_key,
+        "xml_sha256": xml_sha,
+        "xml_size": len(upload.xml),
+        "app_user_id": upload.app_user_id,
+        "web_user_id": upload.web_user_id,
+        "device_id": (upload.device_id or None) and upload.device_id[:255],
+        "user_agent": (upload.user_agent or None) and upload.user_agent[:255],
+    }
+    part_keys = {name: new_key("attachments") for name in kept}
+    items = [(xml_key, upload.xml)] + [(part_keys[n], data) for n, data in kept.items()]
+    prepared = Prepared(values, kept, positions, flags, items, part_keys, upload.incomplete)
+    if not getattr(store, "transactional", False):
+        prepared.written = put_many(store, items)
+    return prepared
+
+
+def write_submission(session: Session, store: BlobStore, prepared: Prepared) -> Receipt:
+    """Insert the submission (or merge into an identical one); the caller commits."""
+    values = prepared.values
     # Insert first, ON CONFLICT DO NOTHING: a resend (or a concurrent identical POST) costs no
     # blob writes, and the unique (form, instanceID) index decides who created the row.
-    submission_id = _insert_submission(
-        session,
-        form_id=form_id,
-        form_version_id=version_id,
-        instance_id=parsed.instance_id,
-        deprecated_id=None if encrypted else getattr(parsed, "deprecated_id", None),
-        instance_name=None if encrypted else getattr(parsed, "instance_name", None),
-        encrypted=encrypted,
-        status=status,
-        flags=sorted(set(flags)),
-        complete=complete,
-        xml_blob_key=xml_key,
-        xml_sha256=xml_sha,
-        xml_size=len(upload.xml),
-        app_user_id=upload.app_user_id,
-        web_user_id=upload.web_user_id,
-        device_id=(upload.device_id or None) and upload.device_id[:255],
-        user_agent=(upload.user_agent or None) and upload.user_agent[:255],
-    )
+    submission_id = _insert_submission(session, **values)
     if submission_id is None:
+        if prepared.written is not None:  # written ahead for nothing: remove the copies
+            for key, _data in prepared.items:
+                store.delete(key)
         existing = session.scalar(
             select(Submission).where(
-                Submission.form_id == form_id, Submission.instance_id == parsed.instance_id
+                Submission.form_id == values["form_id"],
+                Submission.instance_id == values["instance_id"],
             )
         )
         if existing is None:  # the conflicting row was rolled back meanwhile: retry
             raise IntegrityError("submission conflict", None, Exception("retry"))
-        if existing.xml_sha256 != xml_sha:
+        if existing.xml_sha256 != values["xml_sha256"]:
             raise RejectedUploadError(
                 "A submission with this instance ID was already received with different "
                 "content. To add files, resend exactly the same submission.",
                 http_status=409,
                 quarantine=True,
             )
-        return _merge(session, store, existing, kept, positions, upload, flags)
+        return _merge(session, store, existing, prepared)
 
-    names = list(kept)
-    keys = [new_key("attachments") for _ in names]
-    items = [(xml_key, upload.xml)] + [(key, kept[n]) for key, n in zip(keys, names, strict=True)]
-    results = put_many(store, items)
-    stored = {name: (key, *res) for name, key, res in zip(names, keys, results[1:], strict=True)}
+    results = prepared.written or put_many(store, prepared.items)
+    stored = {
+        name: (prepared.part_keys[name], *res)
+        for name, res in zip(prepared.kept, results[1:], strict=True)
+    }
     rows = []
-    for name, position in positions.items():
+    for name, position in prepared.positions.items():
         key, size, sha = stored.get(name, (None, None, None))
         rows.append(
             {
@@ -262,7 +300,7 @@ def receive_submission(
         )
     if rows:
         session.execute(_INSERT_ATTACHMENTS, rows)
-    return Receipt(submission_id=submission_id, created=True, complete=complete)
+    return Receipt(submission_id=submission_id, created=True, complete=values["complete"])
 
 
 def _insert_submission(session: Session, **values: Any) -> int | None:
@@ -272,16 +310,9 @@ def _insert_submission(session: Session, **values: Any) -> int | None:
     return session.execute(stmt, {"received_at": now, "updated_at": now, **values}).scalar()
 
 
-def _merge(
-    session: Session,
-    store: BlobStore,
-    sub: Submission,
-    kept: dict[str, bytes],
-    positions: dict[str, Any],
-    upload: Upload,
-    flags: list[str],
-) -> Receipt:
+def _merge(session: Session, store: BlobStore, sub: Submission, prepared: Prepared) -> Receipt:
     """Add the parts ``sub`` does not have yet (resends and split uploads)."""
+    kept, positions, flags = prepared.kept, prepared.positions, prepared.flags
     by_name = {a.name: a for a in sub.attachments}
     for name, data in kept.items():
         att = by_name.get(name)
@@ -295,7 +326,7 @@ def _merge(
     if flags:
         sub.flags = sorted(set(sub.flags or []) | set(flags))
     all_present = all(a.present for a in sub.attachments) if sub.encrypted else True
-    sub.complete = (bool(sub.complete) or not upload.incomplete) and all_present
+    sub.complete = (bool(sub.complete) or not prepared.incomplete) and all_present
     if sub.encrypted and sub.complete and sub.status == SubmissionStatus.RECEIVED.value:
         sub.status = SubmissionStatus.PENDING_DECRYPTION.value
     sub.updated_at = utcnow()

@@ -41,8 +41,9 @@ from server.services.submissions import (
     RejectedUploadError,
     Upload,
     check_part_name,
+    prepare_submission,
     quarantine_upload,
-    receive_submission,
+    write_submission,
 )
 from sync_protocol.openrosa import (
     OPENROSA_HEADERS,
@@ -361,8 +362,10 @@ def submission(project_id: int, token: str | None = None) -> Response:
     store = make_blob_store(cfg, session)
     for attempt in (1, 2):
         try:
+            # checks and (local) blob fsyncs happen outside the SQLite writer lock
+            prepared = prepare_submission(session, store, project_id, upload)
             with write_lock(current_app):
-                receipt = receive_submission(session, store, project_id, upload)
+                receipt = write_submission(session, store, prepared)
                 session.commit()
             break
         except IntegrityError:
