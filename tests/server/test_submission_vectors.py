@@ -125,3 +125,24 @@ def test_vectors__restart_between_upload_and_check__nothing_lost(make_app, field
             sub = by_id[v.expected["instanceID"]]
             assert read_all(store, sub.xml_blob_key) == v.manifest_xml
             assert {a.name: read_all(store, a.blob_key) for a in sub.attachments} == v.enc_files
+
+
+def test_vectors__resend__no_extra_blobs_kept(app, field, vectors, db_session):
+    """Should not keep a second copy of anything when an identical upload is resent."""
+    from pathlib import Path
+
+    from server.models import Blob
+
+    def blob_count():
+        if app.config["BLOB_BACKEND"] == "postgres":
+            return db_session.scalar(select(func.count()).select_from(Blob))
+        return sum(1 for p in Path(app.config["DATA_DIR"]).rglob("*") if p.is_file())
+
+    v = next(x for x in vectors if x.name == "gen-03-media-2")
+    publish(app, field.project_id, v.form_xml)
+    assert field.collect.post_raw(v.body, v.content_type).status_code == 201
+    before = blob_count()
+    assert before == 1 + len(v.enc_files)
+    assert field.collect.post_raw(v.body, v.content_type).status_code == 201
+    db_session.expire_all()
+    assert blob_count() == before
