@@ -1,0 +1,116 @@
+"""Envelope and instance parsing, including hostile XML."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_protocol.envelope import EncryptedEnvelope, PlainInstance, parse_submission
+from sync_protocol.errors import MalformedSubmissionError, MalformedXMLError, UnsafeXMLError
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<data id="f"><q>&lol3;</q><meta><instanceID>uuid:1</instanceID></meta></data>"""
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE data [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<data id="f"><q>&xxe;</q><meta><instanceID>uuid:1</instanceID></meta></data>"""
+
+
+@pytest.mark.parametrize("payload", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
+def test_parse__entity_payload__refused_not_expanded(payload):
+    """Should refuse DTD/entity payloads with a clear error."""
+    with pytest.raises(UnsafeXMLError) as err:
+        parse_submission(payload)
+    assert "DTD" in str(err.value)
+    assert "root:" not in str(err.value)
+
+
+def test_parse__not_xml__malformed_with_position():
+    """Should say the XML is not well-formed, with a line number."""
+    with pytest.raises(MalformedXMLError, match="line 1"):
+        parse_submission(b"<data id='x'><unclosed></data>")
+
+
+def test_parse__empty__malformed():
+    """Should refuse an empty part."""
+    with pytest.raises(MalformedXMLError):
+        parse_submission(b"  ")
+
+
+def test_parse__no_instance_id__message_for_field_worker():
+    """Should explain that meta/instanceID is missing."""
+    with pytest.raises(MalformedSubmissionError, match="instanceID"):
+        parse_submission(b'<data id="f"><q>1</q></data>')
+
+
+def test_parse__no_form_id__message():
+    """Should explain which form is unknown."""
+    with pytest.raises(MalformedSubmissionError, match="which form"):
+        parse_submission(b"<data><meta><instanceID>uuid:1</instanceID></meta></data>")
+
+
+def test_parse__plaintext_instance__meta_and_entity():
+    """Should read ids, version, deprecatedID, instanceName and an entity block."""
+    xml = (
+        b'<?xml version="1.0" ?><aso id="aso_sa" version="2026.1" xmlns:entities="http://www.opendatakit.org/xforms/entities">'
+        b"<case_code>SA-0001</case_code><meta><instanceID>uuid:new</instanceID>"
+        b"<deprecatedID>uuid:old</deprecatedID><instanceName>SA-0001 intake</instanceName>"
+        b'<entities:entity dataset="cases" id="2f2b1e0c-1d2a-4c55-9d6b-0a5c3b1e2f10" update="1" '
+        b'baseVersion="3" trunkVersion="2" branchId="b5f5c1ee-1c1b-4b8e-9b1d-1f5f0e0d0c0b">'
+        b"<entities:label>SA-0001</entities:label></entities:entity></meta></aso>"
+    )
+    parsed = parse_submission(xml)
+    assert isinstance(parsed, PlainInstance)
+    assert (parsed.form_id, parsed.version, parsed.instance_id) == ("aso_sa", "2026.1", "uuid:new")
+    assert parsed.deprecated_id == "uuid:old"
+    assert parsed.instance_name == "SA-0001 intake"
+    assert parsed.root_tag == "aso"
+    (entity,) = parsed.entities
+    assert entity.dataset == "cases" and entity.update and not entity.create
+    assert (entity.base_version, entity.trunk_version) == ("3", "2")
+    assert entity.label == "SA-0001"
+
+
+def test_parse__numeric_character_references_in_version__decoded():
+    """Should decode an older Collect's &#NNNN; version to the same string as raw UTF-8."""
+    raw = "v1-संस्करण"
+    encoded = "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in raw)
+    for version in (raw, encoded):
+        xml = (
+            f'<data id="f" version="{version}" encrypted="yes" '
+            'xmlns="http://www.opendatakit.org/xforms/encrypted"><base64EncryptedKey>AA==</base64EncryptedKey>'
+            '<orx:meta xmlns:orx="http://openrosa.org/xforms"><orx:instanceID>uuid:1</orx:instanceID></orx:meta>'
+            "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile></data>"
+        ).encode()
+        parsed = parse_submission(xml)
+        assert isinstance(parsed, EncryptedEnvelope)
+        assert parsed.version == raw
+
+
+def test_parse__storage_form_envelope__by_local_name():
+    """Should read Aggregate/Briefcase's http://opendatakit.org/submissions storage form."""
+    xml = (
+        b'<data id="enc" encrypted="yes" instanceID="uuid:9" xmlns="http://opendatakit.org/submissions">'
+        b"<base64EncryptedKey>AA==</base64EncryptedKey>"
+        b'<n0:meta xmlns:n0="http://openrosa.org/xforms"><n0:instanceID>uuid:9</n0:instanceID></n0:meta>'
+        b"<media><file>a.jpg.enc</file></media><media><file>b.m4a.enc</file></media>"
+        b"<encryptedXmlFile>submission.xml.enc</encryptedXmlFile></data>"
+    )
+    parsed = parse_submission(xml)
+    assert isinstance(parsed, EncryptedEnvelope)
+    assert parsed.media == ("a.jpg.enc", "b.m4a.enc")
+    assert parsed.expected_files == ("a.jpg.enc", "b.m4a.enc", "submission.xml.enc")
+    assert parsed.signature is None
+
+
+@pytest.mark.parametrize("name", ["../x.enc", "a/b.enc", "..", "c\\\\d.enc"])
+def test_parse__media_name_with_path__refused(name):
+    """Should refuse manifest file names that could escape a directory."""
+    xml = (
+        '<data id="f" encrypted="yes"><base64EncryptedKey>AA==</base64EncryptedKey>'
+        "<meta><instanceID>uuid:1</instanceID></meta>"
+        f"<media><file>{name}</file></media><encryptedXmlFile>submission.xml.enc</encryptedXmlFile></data>"
+    ).encode()
+    with pytest.raises(MalformedSubmissionError, match="path"):
+        parse_submission(xml)
