@@ -106,6 +106,8 @@ def _truncate_all(engine: Any) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # a leaked transaction must fail the run, not hang it
+            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
             for name in tables:
