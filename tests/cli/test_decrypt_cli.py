@@ -1,0 +1,119 @@
+"""``kintsugi decrypt`` on the shared vectors, as an admin types it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from server.cli import main
+from tests.sync_protocol.vectors import KEYS_DIR, VECTORS_DIR
+
+pytestmark = pytest.mark.skipif(not VECTORS_DIR.is_dir(), reason="shared vectors missing")
+COLLECT_KEY = KEYS_DIR / "collect-gen-rsa2048.pkcs8.pem"
+
+
+def _copy(tmp_path, *names):
+    root = tmp_path / "in"
+    for name in names:
+        shutil.copytree(VECTORS_DIR / name, root / name)
+    return root
+
+
+def test_decrypt__one_directory__plaintext_and_media_written(tmp_path):
+    """Should write OUT/<id>/submission.xml and each media file, exit 0."""
+    src = _copy(tmp_path, "gen-03-media-2")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["decrypt", str(src / "gen-03-media-2"), "--key", str(COLLECT_KEY), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    target = out / "651e6fb6-bb9a-4e0d-b50d-9c149b91b386"
+    plain = VECTORS_DIR / "gen-03-media-2" / "plaintext"
+    for name in ("submission.xml", "1736935200123.jpg", "1736935260456.m4a"):
+        assert (target / name).read_bytes() == (plain / name).read_bytes()
+    assert "valid" in result.output
+
+
+def test_decrypt__tree_with_negative__exit_1_and_rejected_note_only(tmp_path):
+    """Should decrypt every directory below PATH, reject the tampered one with a note."""
+    src = _copy(tmp_path, "gen-01-small-text", "neg-04-truncated-ciphertext", "gen-08-no-version")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["decrypt", str(src), "--key", str(COLLECT_KEY), "--out", str(out)]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if "\t" in line]
+    assert len(lines) == 3
+    # neg-04 shares gen-01's instanceID: the good one is written, the bad one leaves a note
+    assert (out / "25cc7291-be75-42b8-9e6a-a6bd786b878a.rejected").read_text().strip()
+    assert (out / "25cc7291-be75-42b8-9e6a-a6bd786b878a" / "submission.xml").exists()
+
+
+def test_decrypt__tampered_media__nothing_written_but_note(tmp_path):
+    """Should write nothing but a .rejected note for an invalid signature."""
+    src = _copy(tmp_path, "neg-01-tampered-media")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "decrypt",
+            str(src / "neg-01-tampered-media"),
+            "--key",
+            str(COLLECT_KEY),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "651e6fb6-bb9a-4e0d-b50d-9c149b91b386.rejected"
+    ]
+    assert (
+        "signature invalid" in (out / "651e6fb6-bb9a-4e0d-b50d-9c149b91b386.rejected").read_text()
+    )
+
+
+def test_decrypt__encrypted_key_with_passphrase__works(tmp_path):
+    """Should open a passphrase-protected PKCS#8 key."""
+    src = _copy(tmp_path, "gen-02-unicode")
+    result = CliRunner().invoke(
+        main,
+        [
+            "decrypt", str(src), "--key", str(KEYS_DIR / "collect-gen-rsa2048.encrypted-pkcs8.pem"),
+            "--passphrase-file", str(KEYS_DIR / "collect-gen-rsa2048.passphrase.txt"),
+            "--out", str(tmp_path / "out"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_decrypt__wrong_passphrase__exit_2_clear(tmp_path):
+    """Should exit 2 with one clear line for a wrong passphrase."""
+    bad = tmp_path / "bad.txt"
+    bad.write_text("nope-nope-nope")
+    result = CliRunner().invoke(
+        main,
+        ["decrypt", str(VECTORS_DIR / "gen-01-small-text"), "--key",
+         str(KEYS_DIR / "collect-gen-rsa2048.encrypted-pkcs8.pem"), "--passphrase-file", str(bad),
+         "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "passphrase" in result.output and "Traceback" not in result.output
+
+
+def test_decrypt__central_archive_key__gen10_valid(tmp_path):
+    """Should decrypt with ODK Central's managed-key archive and passphrase."""
+    result = CliRunner().invoke(
+        main,
+        ["decrypt", str(VECTORS_DIR / "gen-10-central-managed-key"), "--key",
+         str(KEYS_DIR / "central-managed.archive.json"), "--passphrase-file",
+         str(KEYS_DIR / "central-managed.passphrase.txt"), "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_decrypt__missing_arguments__exit_2(tmp_path):
+    """Should exit 2 on usage errors."""
+    assert CliRunner().invoke(main, ["decrypt", str(tmp_path)]).exit_code == 2
