@@ -23,3 +23,46 @@ class CompilerError(Exception):
         if self.line is not None:
             where = f"{where}:{self.line}"
         return f"{where}: {self.message}"
+
+
+class SourceError(CompilerError):
+    """An instrument, context or translation file cannot be read (syntax, encoding)."""
+
+    code = "SOURCE"
+
+
+class InstrumentError(CompilerError):
+    """The instrument definition breaks a rule (ids, scale, scoring, anchors)."""
+
+    code = "INSTRUMENT"
+
+
+class ContextRuleError(CompilerError):
+    """A contextualisation tries to change what only the instrument may define."""
+
+    code = "CONTEXT_RULE"
+
+
+class TranslationError(CompilerError):
+    """A translation is missing, stale or unreviewed where that is not allowed."""
+
+    code = "TRANSLATION"
+
+
+class ConversionError(CompilerError):
+    """pyxform or ODK Validate rejected the generated form (a compiler bug or a bad local question)."""
+
+    code = "CONVERSION"
+
+
+class CompileErrors(CompilerError):
+    """Several problems found at once; ``errors`` lists them all."""
+
+    code = "MANY"
+
+    def __init__(self, errors: list[CompilerError]) -> None:
+        super().__init__(f"{len(errors)} problems")
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
