@@ -270,6 +270,11 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--threads", type=int, default=THREADS, help="gunicorn threads/worker")
     parser.add_argument(
+        "--blob-backend",
+        choices=["local", "postgres"],
+        help="override the default blob store (postgres on PostgreSQL, local on SQLite)",
+    )
+    parser.add_argument(
         "--prefill",
         type=int,
         default=0,
@@ -297,6 +302,7 @@ def main() -> int:
                 "KINTSUGI_VAR_DIR": str(work),
                 "KINTSUGI_SECRET_KEY": "bench",
                 "KINTSUGI_ENV": "production",
+                **({"KINTSUGI_BLOB_BACKEND": args.blob_backend} if args.blob_backend else {}),
                 "FLOOR_DIR": str(work / "floor"),
             }
             (work / "floor").mkdir()

@@ -140,7 +140,7 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
 
 def test_db_current__after_migration__head(runner):
     """Should report the head revision."""
-    assert _ok(runner.invoke("db", "current")).strip() == "0001"
+    assert _ok(runner.invoke("db", "current")).strip() == "0002"
 
 
 def test_forms_publish__with_attachment__listed_in_manifest(runner, client, tmp_path):

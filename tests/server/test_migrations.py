@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -19,7 +20,7 @@ def test_migrations__upgraded_database__matches_models(app):
 
 def test_migrations__current_revision__is_head(app):
     """Should report the head revision after the fixture migrated the database."""
-    assert db.current_revision(app.config["DATABASE_URL"]) == "0001"
+    assert db.current_revision(app.config["DATABASE_URL"]) == "0002"
 
 
 def test_migrations__downgrade_to_base_and_up_again__sqlite(tmp_path):
@@ -35,4 +36,22 @@ def test_migrations__downgrade_to_base_and_up_again__sqlite(tmp_path):
     finally:
         engine.dispose()
     db.upgrade(url)
-    assert db.current_revision(url) == "0001"
+    assert db.current_revision(url) == "0002"
+
+
+@pytest.mark.postgres
+def test_migrations__postgres_blobs__stored_external(app, backend):
+    """Should keep blob bytes uncompressed out of line on PostgreSQL (no wasted compression)."""
+    from sqlalchemy import text
+
+    if backend != "postgres":
+        pytest.skip("storage modes exist only on PostgreSQL")
+    engine = app.extensions["kintsugi.db"].engine
+    with engine.connect() as conn:
+        storage = conn.execute(
+            text(
+                "SELECT attstorage FROM pg_attribute WHERE attrelid = 'blobs'::regclass "
+                "AND attname = 'data'"
+            )
+        ).scalar()
+    assert storage == "e"
