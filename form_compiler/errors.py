@@ -55,7 +55,7 @@ class ConversionError(CompilerError):
     code = "CONVERSION"
 
 
-class CompileErrors(CompilerError):
+class MultipleErrorsError(CompilerError):
     """Several problems found at once; ``errors`` lists them all."""
 
     code = "MANY"

@@ -1,0 +1,256 @@
+"""The compiler's entry points: load -> validate -> apply context -> XLSForm sheets -> XForm.
+
+``compile_context`` is pure: it reads the instruments folder it is given and returns bytes;
+the CLI decides where to write them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from form_compiler.context import Context, load_context
+from form_compiler.context import list_contexts as _list_contexts
+from form_compiler.errors import ConversionError, MultipleErrorsError, TranslationError
+from form_compiler.i18n import SOURCE_LANGUAGE, resolve, scored_key
+from form_compiler.instrument import Instrument, apply_wording_pack, load_instrument
+from form_compiler.xlsform import FormPlan, build_sheets
+
+__all__ = ["COMPILER_VERSION", "CompiledForm", "compile_context", "list_contexts", "plan_context"]
+
+#: bump when the generated form changes for the same inputs (part of the version hash)
+COMPILER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CompiledForm:
+    """Everything one compilation produces."""
+
+    form_id: str
+    version: str
+    context: str
+    title: str
+    languages: list[str]
+    xform: bytes
+    xlsx: bytes
+    report: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    #: form attachments, e.g. the header-only ``cases.csv`` entity-list template
+    attachments: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compilation up to the sheets, with its content-derived version (no pyxform yet)."""
+
+    instrument: Instrument
+    context: Context
+    form_plan: FormPlan
+    form_id: str
+    version: str
+    input_hash: str
+    warnings: list[str]
+
+
+def list_contexts(instruments_root: Path) -> list[str]:
+    """The context names under ``instruments_root/contexts``."""
+    return _list_contexts(instruments_root)
+
+
+def _form_id(context: Context) -> str:
+    return "aso_" + re.sub(r"[^a-z0-9_]", "_", context.id.lower())
+
+
+def plan_context(
+    instruments_root: Path,
+    context_name: str,
+    *,
+    public_key: str | None = None,
+    submission_url: str | None = None,
+    require_reviewed: bool = False,
+    wording_pack: Path | None = None,
+) -> Plan:
+    """Validate and build the sheets; cheap enough to decide whether a rebuild is needed."""
+    instrument = load_instrument(instruments_root, "aso")
+    if wording_pack is not None:
+        instrument = apply_wording_pack(instrument, wording_pack)
+    context = load_context(instruments_root, context_name, instrument)
+    resolved = {
+        lang.code: resolve(instruments_root, instrument, context, lang.code)
+        for lang in context.languages
+    }
+    warnings: list[str] = []
+    problems = []
+    for lang in context.languages:
+        if lang.code == SOURCE_LANGUAGE:
+            continue
+        states: dict[str, list[str]] = {"missing": [], "stale": [], "draft": []}
+        for r in resolved[lang.code].values():
+            if r.state in states:
+                states[r.state].append(r.key)
+        stale_scored = [k for k in states["stale"] if scored_key(k)]
+        if states["missing"]:
+            warnings.append(
+                f"{lang.column}: {len(states['missing'])} texts untranslated (English shown)"
+            )
+        if stale_scored:
+            warnings.append(
+                f"{lang.column}: stale translations of scored items: {', '.join(stale_scored[:8])}"
+                + (" ..." if len(stale_scored) > 8 else "")
+            )
+        if states["draft"]:
+            warnings.append(
+                f"{lang.column}: {len(states['draft'])} translations are unreviewed drafts"
+            )
+        if require_reviewed:
+            for state in ("missing", "stale", "draft"):
+                for key in states[state]:
+                    problems.append(
+                        TranslationError(
+                            f"{lang.column}: {key} is {state} (--require-reviewed)",
+                            file=context.file,
+                        )
+                    )
+    if problems:
+        raise MultipleErrorsError(problems)
+    form_id = _form_id(context)
+    form_plan = build_sheets(
+        instrument,
+        context,
+        resolved,
+        form_id=form_id,
+        public_key=public_key,
+        submission_url=submission_url,
+    )
+    digest = hashlib.sha256()
+    digest.update(COMPILER_VERSION.encode())
+    digest.update(json.dumps(form_plan.sheets, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    input_hash = digest.hexdigest()
+    version = f"{instrument.version}-{input_hash[:10]}"
+    form_plan.sheets["settings"][0]["version"] = version
+    return Plan(instrument, context, form_plan, form_id, version, input_hash, warnings)
+
+
+def _xlsx(sheets: dict[str, list[dict[str, Any]]]) -> bytes:
+    """A human-readable XLSForm workbook of the same sheets pyxform converted."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook(write_only=False)
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        columns: list[str] = []
+        for r in rows:
+            for key in r:
+                if key not in columns:
+                    columns.append(key)
+        ws.append(columns)
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+        for r in rows:
+            ws.append([r.get(c, "") for c in columns])
+        ws.freeze_panes = "A2"
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
+    """Run pyxform (and optionally ODK Validate) on a plan's sheets."""
+    from pyxform.errors import PyXFormError
+    from pyxform.validators.odk_validate import ODKValidateError
+    from pyxform.xls2xform import convert
+
+    sheets = plan.form_plan.sheets
+    pyxform_warnings: list[str] = []
+    try:
+        result = convert(
+            xlsform=json.loads(json.dumps(sheets)),
+            warnings=pyxform_warnings,
+            validate=validate,
+            form_name="data",
+        )
+    except PyXFormError as err:
+        raise ConversionError(
+            f"pyxform rejected the generated form: {err}", file=plan.context.file
+        ) from err
+    except ODKValidateError as err:
+        raise ConversionError(
+            f"ODK Validate rejected the generated form: {err}", file=plan.context.file
+        ) from err
+    warnings = plan.warnings + [
+        f"pyxform: {w}" for w in pyxform_warnings + list(result.warnings or [])
+    ]
+    context, instrument, fp = plan.context, plan.instrument, plan.form_plan
+    scoring = instrument.scoring.as_dict()
+    scoring["closure"]["threshold"] = context.closure_threshold
+    report = {
+        "form_id": plan.form_id,
+        "version": plan.version,
+        "context": context.name,
+        "title": sheets["settings"][0]["form_title"],
+        "languages": [lang.column for lang in context.languages],
+        "default_language": context.default_language.column,
+        "warnings": warnings,
+        "instrument": {
+            "id": instrument.id,
+            "version": instrument.version,
+            "wording": instrument.wording_kind,
+        },
+        "domains": fp.domains,
+        "scoring": scoring,
+        "preconditions": fp.preconditions,
+        "case_code_ref": fp.case_code_ref,
+        "case_code_pattern": instrument.case_code_pattern,
+        "refs": fp.refs,
+        "entity_list": {"dataset": "cases", "properties": fp.entity_properties},
+        "version_map": instrument.version_map,
+        "casework_types": [c["value"] for c in context.choices.get("casework_type", [])],
+        "offices": [c["value"] for c in context.choices.get("office", [])],
+        "encrypted": "public_key" in sheets["settings"][0],
+        "input_hash": plan.input_hash,
+    }
+    header = ",".join(["name", "label", "__version", *fp.entity_properties]) + "\n"
+    return CompiledForm(
+        form_id=plan.form_id,
+        version=plan.version,
+        context=context.name,
+        title=report["title"],
+        languages=report["languages"],
+        xform=result.xform.encode("utf-8"),
+        xlsx=_xlsx(sheets),
+        report=report,
+        warnings=warnings,
+        attachments={"cases.csv": header.encode("utf-8")},
+    )
+
+
+def compile_context(
+    instruments_root: Path,
+    context: str,
+    *,
+    public_key: str | None = None,
+    submission_url: str | None = None,
+    require_reviewed: bool = False,
+    wording_pack: Path | None = None,
+    validate: bool = False,
+) -> CompiledForm:
+    """Compile one context into XForm, XLSForm and report.
+
+    :raises CompilerError: any rule broken, with file and line where they are known
+    """
+    plan = plan_context(
+        instruments_root,
+        context,
+        public_key=public_key,
+        submission_url=submission_url,
+        require_reviewed=require_reviewed,
+        wording_pack=wording_pack,
+    )
+    return convert_plan(plan, validate=validate)
