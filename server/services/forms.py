@@ -205,7 +205,9 @@ def publish_form(
             name=name,
             content_type=_CONTENT_TYPES.get("." + ext.lower(), "application/octet-stream"),
         )
-        if ext.lower() == "csv" and stem in datasets and name not in given:
+        # An entity list is served from the entities table even when the compiler ships a
+        # header-only template under the same name (Collect must get live cases).
+        if ext.lower() == "csv" and stem in datasets:
             att.kind = "entityList"
             att.dataset = stem
         elif name in given:

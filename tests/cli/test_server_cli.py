@@ -135,7 +135,34 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
     assert db_session.scalar(select(func.count(AppUser.id))) == 1
     project = db_session.scalars(select(Project)).one()
     assert project.encrypted and project.name == "Demo (fictional data)"
-    assert client.get(url.removeprefix("http://localhost") + "/formList").status_code == 200
+    form_list = client.get(url.removeprefix("http://localhost") + "/formList")
+    assert form_list.status_code == 200
+    from server.services.publishing import list_contexts
+
+    contexts = list_contexts(Path(app_config["INSTRUMENTS_DIR"]))
+    assert form_list.data.count(b"<xform>") == len(contexts) > 0
+    assert "already published" in second and "published" in first
+
+
+def test_forms_publish__context__carries_project_key_and_report(runner, tmp_path, db_session):
+    """Should compile a context for an encrypted project: its key in the form, report stored."""
+    from server.models import FormAttachment, FormVersion
+    from server.services.publishing import list_contexts
+
+    secret = tmp_path / "pass"
+    secret.write_text("a long fictional passphrase")
+    pid = _ok(runner.invoke("projects", "create", "S", "--passphrase-file", str(secret))).strip()
+    context = list_contexts(Path(__file__).resolve().parents[2] / "instruments")[0]
+    out = _ok(runner.invoke("forms", "publish", "--project", pid, "--context", context))
+    form_id, version = out.split()[:2]
+    fv = db_session.scalars(select(FormVersion)).one()
+    key = db_session.scalars(select(ProjectKey)).one()
+    assert (fv.version, fv.public_key_b64) == (version, key.public_key_b64)
+    assert f'base64RsaPublicKey="{key.public_key_b64}"'.encode() in fv.xml
+    assert fv.report and fv.report["entity_list"]["dataset"] == "cases"
+    atts = db_session.scalars(select(FormAttachment)).all()
+    assert [(a.name, a.kind, a.dataset) for a in atts] == [("cases.csv", "entityList", "cases")]
+    assert form_id in out
 
 
 def test_db_current__after_migration__head(runner):
