@@ -87,3 +87,42 @@ def test_encrypted_project__collect_upload__stored_and_decryptable_with_passphra
     got_photo = _decrypt(private, manifest, read_all(store, atts["p.jpg.enc"].blob_key), 0)
     assert got_xml == plaintext and got_photo == photo
     assert db_session.get(Project, pid).encrypted
+
+
+def test_encrypted_project__sync_protocol_round_trip__signature_valid(app, client, db_session):
+    """Should store an upload made by sync_protocol.crypto so that it decrypts with a VALID
+    signature from the stored blobs and the passphrase-protected project key."""
+    import uuid
+
+    from sync_protocol import crypto, keys
+    from sync_protocol.envelope import parse_submission
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        project = create_project(s, "Encrypted office", passphrase=PASSPHRASE)
+        _, token = create_app_user(s, project, "Tablet")
+        s.commit()
+        pid, key_b64 = project.id, project.active_key.public_key_b64
+    publish(app, pid, xform(public_key=key_b64))
+    instance_id = f"uuid:{uuid.uuid4()}"
+    plaintext = instance(instance_id=instance_id, photo="p.jpg")
+    manifest, files = crypto.encrypt_submission(
+        plaintext,
+        keys.load_public_key(key_b64.encode()),
+        form_id="household",
+        version="1",
+        instance_id=instance_id,
+        media={"p.jpg": b"fictional photo"},
+    )
+    collect = CollectActions(client, f"/v1/key/{token}/projects/{pid}")
+    assert collect.submit(manifest, files).status_code == 201
+
+    sub = db_session.scalars(select(Submission)).one()
+    store = make_blob_store(app.config, db_session)
+    stored = {a.name: read_all(store, a.blob_key) for a in sub.attachments}
+    envelope = parse_submission(read_all(store, sub.xml_blob_key))
+    private = keys.load_private_key(
+        db_session.scalars(select(ProjectKey)).one().encrypted_private_pem, PASSPHRASE
+    )
+    result = crypto.decrypt_submission(envelope, private, stored)
+    assert result.xml == plaintext and result.media == {"p.jpg": b"fictional photo"}
+    assert result.signature.name == "VALID"
