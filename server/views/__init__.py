@@ -7,6 +7,7 @@ from typing import Any
 
 def register_blueprints(app: Any) -> None:
     """Register every blueprint of the server."""
-    from server.views import openrosa
+    from server.views import admin_pages, openrosa
 
     app.register_blueprint(openrosa.bp)
+    admin_pages.register(app)

@@ -1,0 +1,782 @@
+"""The admin JSON API under ``/api/v1`` (documented at ``/api/v1/openapi.json``).
+
+Thin views: authenticate (:mod:`server.web_auth`), check the role, validate with
+:mod:`server.schemas`, call a service, dump with a schema. Every lookup of a project's resource
+filters by the project id in the URL, so another project's ids answer 404 like missing ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import Schema, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server import openapi
+from server.errors import NotFoundError, ServerError
+from server.models import (
+    AppUser,
+    Form,
+    FormState,
+    Project,
+    Role,
+    Submission,
+    SubmissionStatus,
+    WebUser,
+)
+from server.openapi import Param, Route
+from server.schemas import (
+    AppUserCreatedSchema,
+    AppUserCreateSchema,
+    AppUserSchema,
+    CasePageSchema,
+    FormPublishContextSchema,
+    FormPublishResultSchema,
+    FormSchema,
+    FormStateSchema,
+    FreeFormSchema,
+    KeyStatusSchema,
+    MeSchema,
+    NotesSchema,
+    PassphraseSchema,
+    ProjectCreateSchema,
+    ProjectSchema,
+    ReviewResolveSchema,
+    RotatedKeySchema,
+    SubmissionPageSchema,
+    WebUserCreatedSchema,
+    WebUserCreateSchema,
+    WebUserSchema,
+)
+from server.web_auth import api_route, csrf_token
+
+bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
+
+ADMIN, MANAGER, VIEWER = Role.ADMIN.value, Role.MANAGER.value, Role.VIEWER.value
+
+
+class ServiceUnavailableError(ServerError):
+    """A part of the server (case services) is not installed in this build."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def api(
+    method: str, path: str, summary: str, role: str | None, **doc: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a view on the blueprint *and* in the OpenAPI route table."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        openapi.ROUTES.append(Route(method, path, summary, role, **doc))
+        view = api_route(role)(fn) if role is not None else fn
+        bp.add_url_rule(path, endpoint=fn.__name__, view_func=view, methods=[method])
+        return view
+
+    return deco
+
+
+def error_response(error: str, message: str, status: int, **extra: Any) -> Response:
+    """``{"error", "message", "code"}`` with ``status``."""
+    resp = jsonify({"error": error, "message": message, "code": status, **extra})
+    resp.status_code = status
+    return resp
+
+
+@bp.errorhandler(ServerError)
+def _server_error(err: ServerError) -> Response:
+    resp = error_response(err.code, err.message, err.http_status)
+    if err.http_status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="kintsugi-admin"'
+    return resp
+
+
+@bp.errorhandler(ValidationError)
+def _validation_error(err: ValidationError) -> Response:
+    messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
+    names = ", ".join(sorted(str(k) for k in messages))
+    return error_response(
+        "VALIDATION", f"Some fields are not valid: {names}.", 400, fields=messages
+    )
+
+
+@bp.after_request
+def _no_store(resp: Response) -> Response:
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+def body(schema: type[Schema]) -> dict[str, Any]:
+    """The JSON body validated by ``schema`` (unknown fields refused)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ValidationError({"_body": ["Send a JSON object (Content-Type: application/json)."]})
+    return schema().load(data)
+
+
+def dump(schema: type[Schema], obj: Any, status: int = 200, **kw: Any) -> Response:
+    """``obj`` dumped with ``schema`` as JSON."""
+    resp = jsonify(schema(**kw).dump(obj))
+    resp.status_code = status
+    return resp
+
+
+def int_arg(name: str, default: int, *, lo: int = 0, hi: int = 1000) -> int:
+    """An integer query parameter in [lo, hi]."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({name: ["Must be an integer."]}) from None
+    if not lo <= value <= hi:
+        raise ValidationError({name: [f"Must be between {lo} and {hi}."]})
+    return value
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, dates... of the case services as plain JSON data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dt.datetime | dt.date):
+        return obj.isoformat()
+    if isinstance(obj, bytes):
+        return None  # never ship raw bytes (could be key material or ciphertext)
+    if hasattr(obj, "_asdict"):
+        return jsonable(obj._asdict())
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    if hasattr(obj, "__dict__"):
+        return {k: jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
+    return str(obj)
+
+
+def service(name: str) -> Any:
+    """Import ``server.services.<name>`` (the case services may not be in this build yet)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"server.services.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"server.services.{name}":
+            raise
+        raise ServiceUnavailableError(
+            "Case management is not installed on this server yet."
+        ) from None
+
+
+def actor(user: WebUser) -> str:
+    """The audit actor of a web user."""
+    return f"web:{user.username}"
+
+
+def get_project(db: Session, project_id: int) -> Project:
+    """The project or 404."""
+    project = db.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"Project {project_id} does not exist.")
+    return project
+
+
+def get_form(db: Session, project_id: int, xml_form_id: str) -> Form:
+    """A form of *this* project or 404 (another project's form is not found either)."""
+    form = db.scalar(
+        select(Form).where(Form.project_id == project_id, Form.xml_form_id == xml_form_id)
+    )
+    if form is None:
+        raise NotFoundError(f"Form {xml_form_id!r} does not exist in this project.")
+    return form
+
+
+def project_out(p: Project) -> dict[str, Any]:
+    key = p.active_key
+    return {
+        "id": p.id,
+        "name": p.name,
+        "encrypted": p.encrypted,
+        "created_at": p.created_at,
+        "key_fingerprint": key.fingerprint if key else None,
+    }
+
+
+def form_out(f: Form) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "xml_form_id": f.xml_form_id,
+        "title": f.title,
+        "state": f.state,
+        "current_version": f.current_version,
+        "versions": list(f.versions),
+    }
+
+
+def submission_out(s: Submission) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "xml_form_id": s.form.xml_form_id,
+        "instance_id": s.instance_id,
+        "instance_name": s.instance_name,
+        "status": s.status,
+        "encrypted": s.encrypted,
+        "flags": list(s.flags or []),
+        "flagged": bool(s.flags),
+        "complete": s.complete,
+        "received_at": s.received_at,
+        "quarantine_reason": s.quarantine_reason,
+    }
+
+
+def list_submissions(
+    db: Session, project_id: int, *, status: str | None, flagged: bool, limit: int, offset: int
+) -> tuple[list[Submission], int]:
+    """Submissions of a project, newest first."""
+    q = select(Submission).join(Form).where(Form.project_id == project_id)
+    if status:
+        q = q.where(Submission.status == status)
+    rows = list(db.scalars(q.order_by(Submission.id.desc())).all())
+    if flagged:  # flags is a JSON list: filter in Python (portable across backends)
+        rows = [s for s in rows if s.flags]
+    return rows[offset : offset + limit], len(rows)
+
+
+def key_status(db: Session, project: Project) -> dict[str, Any]:
+    """Encryption, unlock state and backlog of a project."""
+    pending = db.scalar(
+        select(func.count(Submission.id))
+        .join(Form)
+        .where(
+            Form.project_id == project.id,
+            Submission.status == SubmissionStatus.PENDING_DECRYPTION.value,
+        )
+    )
+    unlocked = False
+    try:
+        custody = service("custody")
+        unlocked = bool(custody.is_unlocked(project.id))
+        cases = service("cases")
+        pending = cases.pending_backlog(db, project.id)
+    except ServiceUnavailableError:
+        pass
+    key = project.active_key
+    return {
+        "encrypted": project.encrypted,
+        "unlocked": unlocked,
+        "pending_backlog": int(pending or 0),
+        "key_fingerprint": key.fingerprint if key else None,
+    }
+
+
+# ---------------------------------------------------------------- meta
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    """The OpenAPI 3 document (public: it describes, it does not grant)."""
+    return jsonify(openapi.build_document(request.script_root + "/api/v1"))
+
+
+openapi.ROUTES.append(Route("GET", "/openapi.json", "This OpenAPI document", None, tag="meta"))
+
+
+@api("GET", "/me", "The signed-in web user", VIEWER, response=MeSchema, tag="meta")
+def me(db: Session, user: WebUser) -> Response:
+    return dump(MeSchema, {**_user_out(user), "csrf_token": csrf_token()})
+
+
+# ---------------------------------------------------------------- projects
+
+
+@api("GET", "/projects", "List projects", VIEWER, response=ProjectSchema, response_list=True)
+def projects_list(db: Session, user: WebUser) -> Response:
+    rows = db.scalars(select(Project).order_by(Project.name)).all()
+    return dump(ProjectSchema, [project_out(p) for p in rows], many=True)
+
+
+@api(
+    "POST", "/projects", "Create a project", ADMIN,
+    body=ProjectCreateSchema, response=ProjectSchema, status=201,
+)  # fmt: skip
+def projects_create(db: Session, user: WebUser) -> Response:
+    from server.services.projects import create_project
+
+    data = body(ProjectCreateSchema)
+    passphrase = data.get("passphrase")
+    project = create_project(
+        db,
+        data["name"],
+        passphrase=passphrase.encode("utf-8") if passphrase else None,
+        actor=actor(user),
+    )
+    db.commit()
+    return dump(ProjectSchema, project_out(project), 201)
+
+
+@api("GET", "/projects/<int:project_id>", "A project", VIEWER, response=ProjectSchema)
+def project_get(db: Session, user: WebUser, project_id: int) -> Response:
+    return dump(ProjectSchema, project_out(get_project(db, project_id)))
+
+
+# ---------------------------------------------------------------- forms
+
+
+@api(
+    "GET", "/projects/<int:project_id>/forms", "List forms with their versions", MANAGER,
+    response=FormSchema, response_list=True,
+)  # fmt: skip
+def forms_list(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    rows = db.scalars(
+        select(Form).where(Form.project_id == project_id).order_by(Form.xml_form_id)
+    ).all()
+    return dump(FormSchema, [form_out(f) for f in rows], many=True)
+
+
+def publish_upload_or_context(
+    db: Session, user: WebUser, project: Project, *, xml: bytes | None, context: str | None
+) -> tuple[Form, bool]:
+    """Publish an uploaded XForm or compile and publish an instrument context."""
+    from server.blobs import make_blob_store
+    from server.services.forms import publish_form
+    from server.services.publishing import publish_context
+
+    store = make_blob_store(current_app.config, db)
+    if xml is not None:
+        version, created = publish_form(db, store, project, xml, actor=actor(user))
+    else:
+        version, created = publish_context(
+            db, store, project, current_app.config, context or "", actor=actor(user)
+        )
+    db.commit()
+    return version.form, created
+
+
+@api(
+    "POST", "/projects/<int:project_id>/forms",
+    "Publish a form: an XForm upload (multipart field 'xform') or an instrument context (JSON)",
+    MANAGER, body=FormPublishContextSchema, body_kind="multipart",
+    response=FormPublishResultSchema, status=201,
+)  # fmt: skip
+def forms_publish(db: Session, user: WebUser, project_id: int) -> Response:
+    project = get_project(db, project_id)
+    upload = request.files.get("xform")
+    if upload is not None:
+        form, created = publish_upload_or_context(
+            db, user, project, xml=upload.read(), context=None
+        )
+    elif request.mimetype == "multipart/form-data":
+        raise ValidationError({"xform": ["Attach the XForm file as the 'xform' field."]})
+    else:
+        data = body(FormPublishContextSchema)
+        form, created = publish_upload_or_context(
+            db, user, project, xml=None, context=data["context"]
+        )
+    return dump(
+        FormPublishResultSchema,
+        {"form": form_out(form), "created": created},
+        201 if created else 200,
+    )
+
+
+@api(
+    "GET", "/projects/<int:project_id>/forms/<xml_form_id>", "A form and its versions",
+    MANAGER, response=FormSchema,
+)  # fmt: skip
+def form_get(db: Session, user: WebUser, project_id: int, xml_form_id: str) -> Response:
+    return dump(FormSchema, form_out(get_form(db, project_id, xml_form_id)))
+
+
+@api(
+    "PATCH", "/projects/<int:project_id>/forms/<xml_form_id>",
+    "Open, close, or set a form to closing", MANAGER, body=FormStateSchema, response=FormSchema,
+)  # fmt: skip
+def form_state(db: Session, user: WebUser, project_id: int, xml_form_id: str) -> Response:
+    from server.services.forms import set_form_state
+
+    form = get_form(db, project_id, xml_form_id)
+    data = body(FormStateSchema)
+    set_form_state(db, form, FormState(data["state"]).value, actor=actor(user))
+    db.commit()
+    return dump(FormSchema, form_out(form))
+
+
+# ---------------------------------------------------------------- app users
+
+
+def _app_user(db: Session, project_id: int, user_id: int) -> AppUser:
+    au = db.get(AppUser, user_id)
+    if au is None or au.project_id != project_id:
+        raise NotFoundError(f"App user {user_id} does not exist in this project.")
+    return au
+
+
+def _app_user_out(au: AppUser) -> dict[str, Any]:
+    return {
+        "id": au.id,
+        "display_name": au.display_name,
+        "form_scope": au.form_scope,
+        "created_at": au.created_at,
+        "revoked_at": au.revoked_at,
+    }
+
+
+def base_url() -> str:
+    """The public URL of this server (config BASE_URL, else the request's host)."""
+    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+
+
+def create_app_user_with_qr(
+    db: Session, user: WebUser, project: Project, name: str, forms: list[str] | None
+) -> dict[str, Any]:
+    """Create an app user; its token, Collect URL and QR payload (shown once)."""
+    from server.qr import settings_payload
+    from server.services.users import app_user_url, create_app_user
+
+    au, token = create_app_user(db, project, name, forms=forms or None, actor=actor(user))
+    db.commit()
+    url = app_user_url(base_url(), project.id, token)
+    return {
+        **_app_user_out(au),
+        "token": token,
+        "server_url": url,
+        "qr_payload": settings_payload(url, project.name),
+    }
+
+
+@api(
+    "GET", "/projects/<int:project_id>/app-users", "List app users (tokens are never shown)",
+    MANAGER, response=AppUserSchema, response_list=True,
+)  # fmt: skip
+def app_users_list(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    rows = db.scalars(
+        select(AppUser).where(AppUser.project_id == project_id).order_by(AppUser.id)
+    ).all()
+    return dump(AppUserSchema, [_app_user_out(a) for a in rows], many=True)
+
+
+@api(
+    "POST", "/projects/<int:project_id>/app-users",
+    "Create an app user: the token, Collect URL and QR payload are shown once", MANAGER,
+    body=AppUserCreateSchema, response=AppUserCreatedSchema, status=201,
+)  # fmt: skip
+def app_users_create(db: Session, user: WebUser, project_id: int) -> Response:
+    project = get_project(db, project_id)
+    data = body(AppUserCreateSchema)
+    out = create_app_user_with_qr(db, user, project, data["display_name"], data.get("forms"))
+    return dump(AppUserCreatedSchema, out, 201)
+
+
+@api(
+    "DELETE", "/projects/<int:project_id>/app-users/<int:user_id>",
+    "Revoke an app user (its URL stops working at once)", MANAGER, response=AppUserSchema,
+)  # fmt: skip
+def app_users_revoke(db: Session, user: WebUser, project_id: int, user_id: int) -> Response:
+    from server.services.users import revoke_app_user
+
+    au = _app_user(db, project_id, user_id)
+    revoke_app_user(db, au.id, actor=actor(user))
+    db.commit()
+    return dump(AppUserSchema, _app_user_out(au))
+
+
+# ---------------------------------------------------------------- submissions
+
+
+@api(
+    "GET", "/projects/<int:project_id>/submissions", "List submissions, newest first", MANAGER,
+    response=SubmissionPageSchema,
+    query=[
+        Param("status", "query", enum=[s.value for s in SubmissionStatus]),
+        Param("flagged", "query", "boolean", "only submissions with a flag"),
+        Param("limit", "query", "integer"),
+        Param("offset", "query", "integer"),
+    ],
+)  # fmt: skip
+def submissions_list(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    status = request.args.get("status") or None
+    if status is not None and status not in {s.value for s in SubmissionStatus}:
+        raise ValidationError({"status": [f"Unknown status {status!r}."]})
+    limit, offset = int_arg("limit", 50, lo=1, hi=500), int_arg("offset", 0, hi=10**9)
+    flagged = request.args.get("flagged", "").lower() in {"1", "true", "yes"}
+    rows, total = list_submissions(
+        db, project_id, status=status, flagged=flagged, limit=limit, offset=offset
+    )
+    page = {"items": [submission_out(s) for s in rows], "total": total}
+    return dump(SubmissionPageSchema, {**page, "limit": limit, "offset": offset})
+
+
+# ---------------------------------------------------------------- key custody (admin)
+
+
+@api(
+    "GET", "/projects/<int:project_id>/key", "Key custody state and pending backlog", MANAGER,
+    response=KeyStatusSchema, tag="custody",
+)  # fmt: skip
+def key_get(db: Session, user: WebUser, project_id: int) -> Response:
+    return dump(KeyStatusSchema, key_status(db, get_project(db, project_id)))
+
+
+def _encrypted_project(db: Session, project_id: int) -> Project:
+    project = get_project(db, project_id)
+    if not project.encrypted:
+        raise ValidationError({"project": ["This project is not encrypted: it has no key."]})
+    return project
+
+
+@api(
+    "POST", "/projects/<int:project_id>/key/unlock",
+    "Unlock the project key with its passphrase (decryption runs until locked)", ADMIN,
+    body=PassphraseSchema, response=KeyStatusSchema, tag="custody",
+)  # fmt: skip
+def key_unlock(db: Session, user: WebUser, project_id: int) -> Response:
+    project = _encrypted_project(db, project_id)
+    data = body(PassphraseSchema)
+    service("custody").unlock_project(
+        db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
+    )
+    db.commit()
+    return dump(KeyStatusSchema, key_status(db, project))
+
+
+@api(
+    "POST", "/projects/<int:project_id>/key/lock", "Forget the unlocked key", ADMIN,
+    response=KeyStatusSchema, tag="custody",
+)  # fmt: skip
+def key_lock(db: Session, user: WebUser, project_id: int) -> Response:
+    project = _encrypted_project(db, project_id)
+    service("custody").lock_project(db, project.id, actor=actor(user))
+    db.commit()
+    return dump(KeyStatusSchema, key_status(db, project))
+
+
+@api(
+    "POST", "/projects/<int:project_id>/key/rotate",
+    "New key pair for new form versions (old keys kept for old submissions)", ADMIN,
+    body=PassphraseSchema, response=RotatedKeySchema, tag="custody",
+)  # fmt: skip
+def key_rotate(db: Session, user: WebUser, project_id: int) -> Response:
+    project = _encrypted_project(db, project_id)
+    data = body(PassphraseSchema)
+    fingerprint = service("custody").rotate_project_key(
+        db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
+    )
+    db.commit()
+    return dump(RotatedKeySchema, {"key_fingerprint": fingerprint})
+
+
+# ---------------------------------------------------------------- cases (issue 5)
+
+CASE_FILTERS = ["office", "casework_type", "status", "due", "closure_ready", "q"]
+
+
+def case_filters() -> dict[str, Any]:
+    """Case-list filters from the query string (empty ones dropped)."""
+    out: dict[str, Any] = {}
+    for name in CASE_FILTERS:
+        value = request.args.get(name, "").strip()
+        if value:
+            out[name] = value.lower() in {"1", "true", "yes"} if name == "closure_ready" else value
+    return out
+
+
+def case_of_project(db: Session, project_id: int, case_id: int) -> Any:
+    """The case detail, 404 when it belongs to another project."""
+    detail = service("cases").get_case(db, case_id)
+    if detail is None or getattr(detail, "project_id", project_id) != project_id:
+        raise NotFoundError(f"Case {case_id} does not exist in this project.")
+    return detail
+
+
+@api(
+    "GET", "/projects/<int:project_id>/cases", "Caseload with filters", VIEWER,
+    response=CasePageSchema, tag="cases",
+    query=[
+        Param("office", "query"), Param("casework_type", "query"), Param("status", "query"),
+        Param("due", "query", enum=["due", "overdue"]),
+        Param("closure_ready", "query", "boolean"), Param("q", "query"),
+        Param("limit", "query", "integer"), Param("offset", "query", "integer"),
+    ],
+)  # fmt: skip
+def cases_list(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    limit, offset = int_arg("limit", 50, lo=1, hi=500), int_arg("offset", 0, hi=10**9)
+    items, total = service("cases").list_cases(
+        db, project_id, **case_filters(), limit=limit, offset=offset
+    )
+    return jsonify(
+        {"items": jsonable(list(items)), "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@api(
+    "GET", "/projects/<int:project_id>/cases/<int:case_id>",
+    "A case: assessments by date, per-domain series, flags", VIEWER,
+    response=FreeFormSchema, tag="cases",
+)  # fmt: skip
+def case_get(db: Session, user: WebUser, project_id: int, case_id: int) -> Response:
+    get_project(db, project_id)
+    return jsonify(jsonable(case_of_project(db, project_id, case_id)))
+
+
+@api(
+    "GET", "/projects/<int:project_id>/review-queues",
+    "Review queues: orphans, conflicts, score mismatches, quarantined, plaintext-for-encrypted",
+    MANAGER, response=FreeFormSchema, tag="cases",
+)  # fmt: skip
+def review_queues(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    return jsonify(jsonable(service("cases").review_queues(db, project_id)))
+
+
+def _review_item_in_project(db: Session, project_id: int, item_id: int) -> None:
+    queues = service("cases").review_queues(db, project_id)
+    for items in queues.values():
+        for item in items:
+            if getattr(item, "id", None) == item_id:
+                return
+    raise NotFoundError(f"Review item {item_id} is not open in this project.")
+
+
+@api(
+    "POST", "/projects/<int:project_id>/review-items/<int:item_id>/resolve",
+    "Resolve a review item (link to a case, create a case, keep one side of a conflict...)",
+    MANAGER, body=ReviewResolveSchema, status=204, tag="cases",
+)  # fmt: skip
+def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Response:
+    get_project(db, project_id)
+    data = body(ReviewResolveSchema)
+    _review_item_in_project(db, project_id, item_id)
+    service("cases").resolve_review_item(
+        db, item_id, data["action"], actor=actor(user), case_id=data.get("case_id")
+    )
+    db.commit()
+    return Response(status=204)
+
+
+@api(
+    "GET", "/projects/<int:project_id>/aggregates",
+    "Aggregates per casework type and office (cells with n<5 suppressed)", VIEWER,
+    response=FreeFormSchema, tag="cases",
+)  # fmt: skip
+def aggregates(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    return jsonify(jsonable(service("cases").aggregates(db, project_id)))
+
+
+@api(
+    "POST", "/projects/<int:project_id>/assessments/<int:assessment_id>/notes",
+    "Decrypt an assessment's free-text notes (audited; not for viewers)", MANAGER,
+    response=NotesSchema, tag="cases",
+)  # fmt: skip
+def assessment_notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> Response:
+    get_project(db, project_id)
+    notes = service("cases").decrypt_notes_on_demand(db, assessment_id, actor=actor(user))
+    db.commit()
+    return jsonify({"notes": jsonable(notes)})
+
+
+EXPORT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide: bool) -> Any:
+    """Run the export into memory and send it as a download (audited)."""
+    import io
+
+    from server.services import audit
+
+    if fmt not in EXPORT_TYPES:
+        raise ValidationError({"format": ["Use csv or xlsx."]})
+    buf = io.BytesIO()
+    rows = service("export").export_cases(db, project.id, buf, fmt=fmt, wide=wide)
+    audit.record(db, actor(user), "export.download", f"project:{project.id}", fmt=fmt, rows=rows)
+    db.commit()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    name = f"kintsugi-project{project.id}-cases-{'wide' if wide else 'long'}-{stamp}.{fmt}"
+    resp = Response(buf.getvalue(), content_type=EXPORT_TYPES[fmt])
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    resp.headers["X-Row-Count"] = str(rows)
+    return resp
+
+
+@api(
+    "GET", "/projects/<int:project_id>/export", "Download the case export", MANAGER,
+    content_type="text/csv", tag="cases",
+    query=[
+        Param("format", "query", enum=["csv", "xlsx"]),
+        Param("wide", "query", "boolean", "one row per case instead of per assessment"),
+    ],
+)  # fmt: skip
+def export_download(db: Session, user: WebUser, project_id: int) -> Response:
+    project = get_project(db, project_id)
+    fmt = request.args.get("format", "csv")
+    wide = request.args.get("wide", "").lower() in {"1", "true", "yes"}
+    return export_response(db, user, project, fmt, wide)
+
+
+# ---------------------------------------------------------------- web users (admin)
+
+
+def _user_out(u: WebUser) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "role": u.role,
+        "disabled": u.disabled_at is not None,
+    }
+
+
+@api("GET", "/users", "List web users", ADMIN, response=WebUserSchema, response_list=True)
+def users_list(db: Session, user: WebUser) -> Response:
+    rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
+    return dump(WebUserSchema, [_user_out(u) for u in rows], many=True)
+
+
+@api(
+    "POST", "/users", "Create a web user (a generated password is shown once if none given)",
+    ADMIN, body=WebUserCreateSchema, response=WebUserCreatedSchema, status=201,
+)  # fmt: skip
+def users_create(db: Session, user: WebUser) -> Response:
+    from server.services.users import create_web_user, generate_password
+
+    data = body(WebUserCreateSchema)
+    password = data.get("password")
+    generated = password is None
+    if generated:
+        password = generate_password()
+    new = create_web_user(
+        db,
+        data["username"],
+        password,
+        role=data["role"],
+        email=data.get("email"),
+        realm=current_app.config["DIGEST_REALM"],
+        method=current_app.config["PASSWORD_HASH_METHOD"],
+        actor=actor(user),
+    )
+    db.commit()
+    out = _user_out(new)
+    if generated:
+        out["password"] = password
+    return dump(WebUserCreatedSchema, out, 201)

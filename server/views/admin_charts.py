@@ -1,0 +1,232 @@
+"""Server-rendered SVG charts for the admin pages (no JavaScript, no external assets).
+
+Made to survive printing in black and white: every domain line has its own dash pattern and
+marker shape as well as its colour, each point carries its value as text, and the legend repeats
+the pattern. All text is escaped: domain names and labels come from data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+from markupsafe import Markup
+
+PALETTE = ["#1b4f72", "#b03a2e", "#1e8449", "#7d3c98", "#b9770e", "#2e4053", "#117a65"]
+DASHES = ["", "6 3", "2 3", "8 3 2 3", "10 4", "1 2", "4 4 1 4"]
+SCALE_MIN, SCALE_MAX = 1.0, 4.0
+
+
+@dataclasses.dataclass(slots=True)
+class Point:
+    """One value of a series at an x label (None: not rated)."""
+
+    label: str
+    value: float | None
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _label(v: Any) -> str:
+    if hasattr(v, "isoformat"):
+        return v.isoformat()[:10]
+    return str(v)
+
+
+def _point(raw: Any) -> Point:
+    """A point from a ``(date, value)`` pair, a dict or an object with date/value attributes."""
+    if isinstance(raw, Point):
+        return raw
+    if isinstance(raw, list | tuple) and len(raw) >= 2:
+        return Point(_label(raw[0]), _num(raw[1]))
+    get = raw.get if isinstance(raw, Mapping) else lambda k, d=None: getattr(raw, k, d)
+    label = next(
+        (get(k) for k in ("date", "assessed_on", "label", "when", "x") if get(k) is not None), ""
+    )
+    value = next((get(k) for k in ("score", "value", "mean", "y") if get(k) is not None), None)
+    return Point(_label(label), _num(value))
+
+
+def normalise_series(series: Any) -> dict[str, list[Point]]:
+    """``{domain: [Point...]}`` from a mapping or a list of objects with name + points."""
+    out: dict[str, list[Point]] = {}
+    if isinstance(series, Mapping):
+        items: Iterable[tuple[Any, Any]] = series.items()
+    else:
+        items = (
+            (
+                getattr(s, "domain", None) or getattr(s, "name", None) or str(i),
+                getattr(s, "points", None) or getattr(s, "values", None) or [],
+            )
+            for i, s in enumerate(series or [])
+        )
+    for name, points in items:
+        if isinstance(points, Mapping):  # {date: value}
+            points = list(points.items())
+        out[str(name)] = [_point(p) for p in points]
+    return out
+
+
+def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Markup:
+    """A line chart: x = assessments (by date), y = score 1-4, one line per domain."""
+    data = normalise_series(series)
+    labels: list[str] = []
+    for points in data.values():
+        for p in points:
+            if p.label not in labels:
+                labels.append(p.label)
+    labels.sort()
+    n = max(len(labels), 1)
+    width, left, right, top = 720, 48, 200, 36
+    plot_h = 240
+    height = top + plot_h + 56
+    plot_w = width - left - right
+    step = plot_w / max(n - 1, 1)
+
+    def x(i: int) -> float:
+        return left + (i * step if n > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        v = min(max(v, SCALE_MIN), SCALE_MAX)
+        return top + plot_h - (v - SCALE_MIN) / (SCALE_MAX - SCALE_MIN) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart trend" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'aria-labelledby="trend-title">',
+        f'<title id="trend-title">{escape(title)}</title>',
+        f'<text x="{left}" y="20" class="chart-title">{escape(title)}</text>',
+    ]
+    for tick in (1, 2, 3, 4):
+        ty = y(tick)
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+            f'stroke="#bbb" stroke-width="0.5"/>'
+            f'<text class="axis-label" x="{left - 8}" y="{ty + 4:.1f}" text-anchor="end">'
+            f"{tick}</text>"
+        )
+    parts.append(
+        f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" '
+        f'stroke="#000"/><line class="axis" x1="{left}" x2="{left + plot_w}" '
+        f'y1="{top + plot_h}" y2="{top + plot_h}" stroke="#000"/>'
+        f'<text class="axis-name" x="12" y="{top + plot_h / 2:.0f}" '
+        f'transform="rotate(-90 12 {top + plot_h / 2:.0f})" text-anchor="middle">'
+        f"score (1 = most vulnerable, 4 = least)</text>"
+    )
+    for i, lab in enumerate(labels):
+        parts.append(
+            f'<text class="axis-label" x="{x(i):.1f}" y="{top + plot_h + 18}" '
+            f'text-anchor="middle">{escape(lab)}</text>'
+        )
+    for k, (name, points) in enumerate(data.items()):
+        color, dash = PALETTE[k % len(PALETTE)], DASHES[k % len(DASHES)]
+        coords = [
+            (x(labels.index(p.label)), y(p.value), p.value) for p in points if p.value is not None
+        ]
+        coords.sort()
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(f'<g class="series" data-domain="{escape(name)}">')
+        if coords:
+            pts = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy, _ in coords)
+            parts.append(
+                f'<polyline class="series-line" data-domain="{escape(name)}" points="{pts}" '
+                f'fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>'
+            )
+        for cx, cy, v in coords:
+            parts.append(_marker(k, cx, cy, color))
+            parts.append(
+                f'<text class="point-label" x="{cx + 5:.1f}" y="{cy - 6:.1f}" fill="{color}">'
+                f"{v:.2f}</text>"
+            )
+        parts.append("</g>")
+        ly = top + 8 + k * 22
+        lx = left + plot_w + 16
+        parts.append(
+            f'<g class="legend-item"><line x1="{lx}" x2="{lx + 30}" y1="{ly}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"{dash_attr}/>{_marker(k, lx + 15, ly, color)}'
+            f'<text x="{lx + 36}" y="{ly + 4}">{escape(name)}</text></g>'
+        )
+    if not data:
+        parts.append(
+            f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h / 2:.0f}" '
+            f'text-anchor="middle">No scored assessments yet</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 (every data value above is escaped)
+
+
+def _marker(k: int, cx: float, cy: float, color: str) -> str:
+    """A different marker shape per series (circle, square, triangle, diamond...)."""
+    shape = k % 4
+    if shape == 0:
+        return f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{color}"/>'
+    if shape == 1:
+        return (
+            f'<rect class="point" x="{cx - 4:.1f}" y="{cy - 4:.1f}" width="8" height="8" '
+            f'fill="{color}"/>'
+        )
+    if shape == 2:
+        return (
+            f'<polygon class="point" points="{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy + 4:.1f} '
+            f'{cx - 5:.1f},{cy + 4:.1f}" fill="{color}"/>'
+        )
+    return (
+        f'<polygon class="point" points="{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} '
+        f'{cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}" fill="#fff" stroke="{color}" '
+        f'stroke-width="2"/>'
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class Bar:
+    """One bar: a label, its value (None when suppressed) and n."""
+
+    label: str
+    value: float | None
+    n: int | None = None
+    suppressed: bool = False
+
+
+def bar_chart(
+    title: str, bars: Sequence[Bar], *, vmax: float = SCALE_MAX, vmin: float = 0.0
+) -> Markup:
+    """A horizontal bar chart; suppressed cells are drawn as a hatched outline, not a value."""
+    row_h, left, width = 26, 220, 640
+    plot_w = width - left - 90
+    height = 40 + row_h * max(len(bars), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bars" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="4" y="18" class="chart-title">{escape(title)}</text>',
+    ]
+    span = (vmax - vmin) or 1.0
+    for i, b in enumerate(bars):
+        yy = 30 + i * row_h
+        parts.append(
+            f'<text x="{left - 8}" y="{yy + 15}" text-anchor="end">{escape(b.label)}</text>'
+        )
+        if b.suppressed or b.value is None:
+            parts.append(
+                f'<rect class="bar suppressed" x="{left}" y="{yy + 2}" width="{plot_w}" '
+                f'height="{row_h - 8}" fill="none" stroke="#999" stroke-dasharray="3 3"/>'
+                f'<text class="suppressed-label" x="{left + 8}" y="{yy + 15}">'
+                f"suppressed (fewer than 5 cases)</text>"
+            )
+            continue
+        w = max(0.0, min(1.0, (b.value - vmin) / span)) * plot_w
+        n_text = f" (n={b.n})" if b.n is not None else ""
+        parts.append(
+            f'<rect class="bar" x="{left}" y="{yy + 2}" width="{w:.1f}" height="{row_h - 8}" '
+            f'fill="#1b4f72"/><text class="bar-value" x="{left + w + 6:.1f}" y="{yy + 15}">'
+            f"{b.value:.2f}{escape(n_text)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 (every data value above is escaped)

@@ -1,0 +1,488 @@
+"""Server-rendered admin pages under ``/admin`` (Jinja, one CSS file, no JavaScript).
+
+Every page sends ``Content-Security-Policy: default-src 'self'``; every POST form carries the
+session's CSRF token; pages redirect to the sign-in page when there is no session.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.errors import NotFoundError, ServerError
+from server.models import (
+    FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM,
+    AppUser,
+    Form,
+    FormState,
+    Project,
+    Role,
+    SubmissionStatus,
+    WebUser,
+)
+from server.views import admin_api as core
+from server.views.admin_charts import Bar, bar_chart, trend_chart
+from server.web_auth import (
+    check_csrf,
+    csrf_token,
+    login_session,
+    logout_session,
+    require,
+    role_at_least,
+    session_user,
+)
+
+bp = Blueprint(
+    "admin",
+    __name__,
+    url_prefix="/admin",
+    template_folder="../templates",
+    static_folder="../static",
+    static_url_path="/static",
+)
+
+ADMIN, MANAGER, VIEWER = Role.ADMIN.value, Role.MANAGER.value, Role.VIEWER.value
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'"
+)
+
+#: What each submission flag means, in words an admin understands.
+FLAG_EXPLANATIONS = {
+    FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM: (
+        "Arrived unencrypted although the form is encrypted. The device probably had an old "
+        "copy of the form without the key, or was set up by hand. The answers were readable "
+        "in transit and are stored as sent: check the device, update its forms, and review "
+        "this submission before using it."
+    ),
+    "discarded_unexpected_parts": (
+        "The upload carried extra files the form does not ask for; they were not kept."
+    ),
+}
+
+STATUS_WORDS = {
+    SubmissionStatus.RECEIVED.value: "received",
+    SubmissionStatus.PENDING_DECRYPTION.value: "waiting for the key to be unlocked",
+    SubmissionStatus.DECRYPTED.value: "decrypted",
+    SubmissionStatus.QUARANTINED.value: "quarantined (not usable until reviewed)",
+}
+
+
+def register(app: Any) -> None:
+    """Register the admin API and pages on ``app`` (called by the app factory)."""
+    from server import web_auth
+
+    web_auth.init_app(app)
+    app.register_blueprint(core.bp)
+    app.register_blueprint(bp)
+
+
+@bp.after_request
+def _headers(resp: Response) -> Response:
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "same-origin"
+    resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "role_at_least": role_at_least}
+
+
+@bp.errorhandler(ServerError)
+def _error_page(err: ServerError) -> tuple[str, int]:
+    from server.db import get_session
+
+    return render_template(
+        "admin/error.html", message=err.message, status=err.http_status,
+        user=session_user(get_session()),
+    ), err.http_status  # fmt: skip
+
+
+def _validation_message(err: Any) -> str:
+    msgs = err.messages if isinstance(err.messages, dict) else {"": err.messages}
+    return "; ".join(f"{k}: {' '.join(map(str, v))}" if k else str(v) for k, v in msgs.items())
+
+
+def page(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: signed-in user with ``role`` (else sign-in redirect), CSRF on POST."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            from marshmallow import ValidationError
+
+            from server.db import get_session
+
+            db = get_session()
+            user = session_user(db)
+            if user is None:
+                return redirect(url_for("admin.login", next=request.full_path))
+            if request.method == "POST":
+                check_csrf(request.form.get("csrf_token"))
+            require(user, role)
+            try:
+                return fn(db, user, **kwargs)
+            except ValidationError as err:
+                db.rollback()
+                return render_template(
+                    "admin/error.html", message=_validation_message(err), status=400, user=user
+                ), 400
+
+        return wrapper
+
+    return deco
+
+
+def _project_ctx(db: Session, project_id: int) -> Project:
+    return core.get_project(db, project_id)
+
+
+# ---------------------------------------------------------------- sign in/out
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Password sign-in (rate limited like every other login)."""
+    from server.auth import check_password, check_rate_limit, record_failure
+    from server.db import get_session
+
+    db = get_session()
+    error = None
+    nxt = request.values.get("next") or ""
+    if not nxt.startswith("/admin") or nxt.startswith("//"):
+        nxt = url_for("admin.projects")  # no open redirect
+    if request.method == "POST":
+        check_csrf(request.form.get("csrf_token"))
+        client = request.remote_addr or "unknown"
+        check_rate_limit(db, current_app.config, client)
+        username = request.form.get("username", "").strip()
+        user = db.scalar(select(WebUser).where(WebUser.username == username))
+        if (
+            user is not None
+            and user.disabled_at is None
+            and check_password(user, request.form.get("password", ""))
+        ):
+            login_session(user)
+            return redirect(nxt)
+        record_failure(db, client, username)
+        db.commit()
+        error = "Wrong username or password."
+    return render_template("admin/login.html", error=error, next=nxt, user=None), (
+        401 if error else 200
+    )
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    """Sign out (POST with CSRF token, so another site cannot sign you out)."""
+    check_csrf(request.form.get("csrf_token"))
+    logout_session()
+    return redirect(url_for("admin.login"))
+
+
+# ---------------------------------------------------------------- projects
+
+
+@bp.get("/")
+@page(VIEWER)
+def projects(db: Session, user: WebUser) -> Any:
+    rows = db.scalars(select(Project).order_by(Project.name)).all()
+    return render_template("admin/projects.html", user=user, projects=rows)
+
+
+@bp.post("/projects")
+@page(ADMIN)
+def project_create(db: Session, user: WebUser) -> Any:
+    from server.services.projects import create_project
+
+    passphrase = request.form.get("passphrase") or None
+    project = create_project(
+        db,
+        request.form.get("name", ""),
+        passphrase=passphrase.encode("utf-8") if passphrase else None,
+        actor=core.actor(user),
+    )
+    db.commit()
+    return redirect(url_for("admin.project", project_id=project.id))
+
+
+@bp.get("/projects/<int:project_id>")
+@page(VIEWER)
+def project(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    forms = db.scalars(select(Form).where(Form.project_id == p.id).order_by(Form.xml_form_id))
+    app_users = db.scalars(
+        select(AppUser).where(AppUser.project_id == p.id).order_by(AppUser.id)
+    ).all()
+    contexts: list[str] = []
+    if role_at_least(user, MANAGER):
+        try:
+            from pathlib import Path
+
+            from server.services.publishing import list_contexts
+
+            contexts = list_contexts(Path(current_app.config["INSTRUMENTS_DIR"]))
+        except Exception:
+            contexts = []
+    return render_template(
+        "admin/project.html", user=user, project=p, forms=list(forms), app_users=app_users,
+        contexts=contexts, states=[s.value for s in FormState], key=core.key_status(db, p),
+    )  # fmt: skip
+
+
+@bp.post("/projects/<int:project_id>/forms")
+@page(MANAGER)
+def form_publish(db: Session, user: WebUser, project_id: int) -> Any:
+    from marshmallow import ValidationError
+
+    p = _project_ctx(db, project_id)
+    upload = request.files.get("xform")
+    context = request.form.get("context", "").strip()
+    if upload is not None and upload.filename:
+        core.publish_upload_or_context(db, user, p, xml=upload.read(), context=None)
+    elif context:
+        core.publish_upload_or_context(db, user, p, xml=None, context=context)
+    else:
+        raise ValidationError({"form": ["Choose an XForm file or an instrument context."]})
+    return redirect(url_for("admin.project", project_id=p.id))
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/state")
+@page(MANAGER)
+def form_state(db: Session, user: WebUser, project_id: int, xml_form_id: str) -> Any:
+    from marshmallow import ValidationError
+
+    from server.services.forms import set_form_state
+
+    form = core.get_form(db, project_id, xml_form_id)
+    state = request.form.get("state", "")
+    if state not in {s.value for s in FormState}:
+        raise ValidationError({"state": ["Choose open, closing or closed."]})
+    set_form_state(db, form, state, actor=core.actor(user))
+    db.commit()
+    return redirect(url_for("admin.project", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/app-users")
+@page(MANAGER)
+def app_user_create(db: Session, user: WebUser, project_id: int) -> Any:
+    from server.qr import qr_svg_inline
+
+    p = _project_ctx(db, project_id)
+    forms = [f for f in request.form.getlist("forms") if f]
+    created = core.create_app_user_with_qr(db, user, p, request.form.get("name", ""), forms)
+    return render_template(
+        "admin/app_user_created.html", user=user, project=p, created=created,
+        qr_svg=qr_svg_inline(created["qr_payload"]),
+    )  # fmt: skip
+
+
+@bp.post("/projects/<int:project_id>/app-users/<int:user_id>/revoke")
+@page(MANAGER)
+def app_user_revoke(db: Session, user: WebUser, project_id: int, user_id: int) -> Any:
+    from server.services.users import revoke_app_user
+
+    au = core._app_user(db, project_id, user_id)
+    revoke_app_user(db, au.id, actor=core.actor(user))
+    db.commit()
+    return redirect(url_for("admin.project", project_id=project_id))
+
+
+# ---------------------------------------------------------------- submissions
+
+
+@bp.get("/projects/<int:project_id>/submissions")
+@page(MANAGER)
+def submissions(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    status = request.args.get("status") or None
+    if status not in {None, *STATUS_WORDS}:
+        status = None
+    flagged = request.args.get("flagged") == "1"
+    rows, total = core.list_submissions(
+        db, p.id, status=status, flagged=flagged, limit=200, offset=0
+    )
+    return render_template(
+        "admin/submissions.html", user=user, project=p, rows=rows, total=total, status=status,
+        flagged=flagged, status_words=STATUS_WORDS, flag_explanations=FLAG_EXPLANATIONS,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- key custody
+
+
+@bp.get("/projects/<int:project_id>/key")
+@page(MANAGER)
+def key(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    return render_template(
+        "admin/key.html", user=user, project=p, key=core.key_status(db, p), message=None
+    )
+
+
+@bp.post("/projects/<int:project_id>/key/<action>")
+@page(ADMIN)
+def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
+    p = core._encrypted_project(db, project_id)
+    custody = core.service("custody")
+    passphrase = request.form.get("passphrase", "").encode("utf-8")
+    message = None
+    if action == "unlock":
+        custody.unlock_project(db, p.id, passphrase, actor=core.actor(user))
+        message = "Key unlocked: pending submissions will now be decrypted."
+    elif action == "lock":
+        custody.lock_project(db, p.id, actor=core.actor(user))
+        message = "Key locked: the server no longer holds it in memory."
+    elif action == "rotate":
+        fp = custody.rotate_project_key(db, p.id, passphrase, actor=core.actor(user))
+        message = f"New key {fp[:16]}… is used by forms published from now on."
+    else:
+        raise NotFoundError("Unknown key action.")
+    db.commit()
+    return render_template(
+        "admin/key.html", user=user, project=p, key=core.key_status(db, p), message=message
+    )
+
+
+# ---------------------------------------------------------------- cases
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+@bp.app_template_filter("field")
+def _field_filter(obj: Any, *names: str) -> Any:
+    return _get(obj, *names)
+
+
+@bp.get("/projects/<int:project_id>/cases")
+@page(VIEWER)
+def cases(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    filters = core.case_filters()
+    offset = core.int_arg("offset", 0, hi=10**9)
+    items, total = core.service("cases").list_cases(db, p.id, **filters, limit=50, offset=offset)
+    return render_template(
+        "admin/cases.html", user=user, project=p, cases=items, total=total, filters=filters,
+        offset=offset,
+    )  # fmt: skip
+
+
+@bp.get("/projects/<int:project_id>/cases/<int:case_id>")
+@page(VIEWER)
+def case(db: Session, user: WebUser, project_id: int, case_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    detail = core.case_of_project(db, p.id, case_id)
+    series = _get(detail, "series", "domain_series", "per_domain", default={}) or {}
+    return render_template(
+        "admin/case.html", user=user, project=p, case=detail,
+        chart=trend_chart(series, title="Domain scores over time"),
+        assessments=_get(detail, "assessments", default=[]) or [],
+    )  # fmt: skip
+
+
+@bp.post("/projects/<int:project_id>/assessments/<int:assessment_id>/notes")
+@page(MANAGER)
+def notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    decrypted = core.service("cases").decrypt_notes_on_demand(
+        db, assessment_id, actor=core.actor(user)
+    )
+    db.commit()
+    return render_template("admin/notes.html", user=user, project=p, notes=decrypted)
+
+
+@bp.get("/projects/<int:project_id>/review")
+@page(MANAGER)
+def review(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    queues = core.service("cases").review_queues(db, p.id)
+    return render_template("admin/review.html", user=user, project=p, queues=queues)
+
+
+@bp.post("/projects/<int:project_id>/review/<int:item_id>")
+@page(MANAGER)
+def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Any:
+    from marshmallow import ValidationError
+
+    p = _project_ctx(db, project_id)
+    action = request.form.get("action", "").strip()
+    if not action:
+        raise ValidationError({"action": ["Choose what to do with this item."]})
+    raw_case = request.form.get("case_id", "").strip()
+    case_id = int(raw_case) if raw_case.isdigit() else None
+    core._review_item_in_project(db, p.id, item_id)
+    core.service("cases").resolve_review_item(
+        db, item_id, action, actor=core.actor(user), case_id=case_id
+    )
+    db.commit()
+    return redirect(url_for("admin.review", project_id=p.id))
+
+
+def aggregate_charts(agg: Any) -> list[Any]:
+    """One bar chart per grouping (casework type, office) from the aggregates object."""
+    charts = []
+    groups = _get(agg, "groups", "by", default=None)
+    if groups is None:
+        groups = {
+            k: v
+            for k, v in (core.jsonable(agg) or {}).items()
+            if isinstance(v, dict | list) and k not in {"project_id"}
+        }
+    for gname, cells in groups.items() if isinstance(groups, dict) else []:
+        bars: list[Bar] = []
+        rows = cells.items() if isinstance(cells, dict) else enumerate(cells)
+        for key, cell in rows:
+            label = str(_get(cell, "label", "name", "group", default=key))
+            domain = _get(cell, "domain", default=None)
+            if domain:
+                label = f"{label} · {domain}"
+            value = _get(cell, "mean", "value", "score", default=None)
+            n = _get(cell, "n", "count", default=None)
+            suppressed = bool(_get(cell, "suppressed", default=False)) or value is None
+            bars.append(Bar(label, None if suppressed else float(value), n, suppressed))
+        if bars:
+            title = str(gname).replace("_", " ")
+            charts.append(bar_chart(f"Mean domain score {title}", bars))
+    return charts
+
+
+@bp.get("/projects/<int:project_id>/impact")
+@page(VIEWER)
+def impact(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    agg = core.service("cases").aggregates(db, p.id)
+    return render_template("admin/impact.html", user=user, project=p, charts=aggregate_charts(agg))
+
+
+@bp.get("/projects/<int:project_id>/export")
+@page(MANAGER)
+def export(db: Session, user: WebUser, project_id: int) -> Any:
+    p = _project_ctx(db, project_id)
+    fmt = request.args.get("format")
+    if fmt:
+        return core.export_response(db, user, p, fmt, request.args.get("wide") == "1")
+    return render_template("admin/export.html", user=user, project=p)

@@ -1,0 +1,169 @@
+"""Web-user sessions, CSRF and role checks for the admin pages and the admin JSON API.
+
+Decisions:
+
+* **Pages** use Flask's signed session cookie (``HttpOnly``, ``SameSite=Lax``, ``Secure`` when
+  ``BASE_URL`` is https). The session holds the user id and a short digest of the password hash,
+  so changing a password (or disabling the user) ends every open session.
+* **CSRF**: every POST form carries ``csrf_token`` (a random per-session value compared in
+  constant time); API calls authenticated by the cookie must send it as ``X-CSRF-Token``.
+* **API** clients either reuse the page session (cookie + ``X-CSRF-Token``) or send HTTP Basic
+  with their username and password, accepted **only over https** (the password would otherwise
+  cross the network readable). Basic calls need no CSRF token: browsers never attach Basic
+  credentials to cross-site requests on their own. Failed Basic attempts feed the same DB rate
+  limit as Collect's Digest logins.
+* **Roles**: admin > manager > viewer. Web users are not scoped to projects; every lookup of a
+  project's resource still filters by project id so another project's ids answer 404.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from server.errors import AuthError, ForbiddenError
+from server.models import Role, WebUser
+
+ROLE_RANK = {Role.VIEWER.value: 1, Role.MANAGER.value: 2, Role.ADMIN.value: 3}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class CSRFError(ForbiddenError):
+    """A state-changing request without the session's CSRF token."""
+
+    code = "CSRF"
+
+
+def init_app(app: Any) -> None:
+    """Session cookie flags (HttpOnly is Flask's default)."""
+    base = app.config.get("BASE_URL") or ""
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    if base.startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
+    app.config.setdefault("SESSION_COOKIE_NAME", "kintsugi_session")
+
+
+def _pw_tag(user: WebUser) -> str:
+    return hashlib.sha256(user.password_hash.encode("utf-8")).hexdigest()[:16]
+
+
+def role_at_least(user: WebUser | None, role: str) -> bool:
+    """True when ``user`` has ``role`` or a higher one."""
+    return user is not None and ROLE_RANK.get(user.role, 0) >= ROLE_RANK[role]
+
+
+def login_session(user: WebUser) -> None:
+    """Start a fresh session for ``user`` (new CSRF token: no session fixation)."""
+    from flask import session
+
+    session.clear()
+    session["uid"] = user.id
+    session["pw"] = _pw_tag(user)
+    session["csrf"] = secrets.token_urlsafe(32)
+
+
+def logout_session() -> None:
+    """Forget the session."""
+    from flask import session
+
+    session.clear()
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (created on first use, e.g. for the login form)."""
+    from flask import session
+
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf(sent: str | None) -> None:
+    """CSRFError unless ``sent`` equals the session's token."""
+    from flask import session
+
+    expected = session.get("csrf")
+    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+        raise CSRFError(
+            "This form has expired or did not come from this site. Reload the page and try again."
+        )
+
+
+def session_user(db_session: Any) -> WebUser | None:
+    """The web user of the session cookie, if it is still valid."""
+    from flask import session
+
+    uid = session.get("uid")
+    if uid is None:
+        return None
+    user = db_session.get(WebUser, uid)
+    if user is None or user.disabled_at is not None or session.get("pw") != _pw_tag(user):
+        session.clear()
+        return None
+    return user
+
+
+def basic_user(db_session: Any) -> WebUser | None:
+    """The web user proven by HTTP Basic over https (None when no Basic header was sent)."""
+    from flask import current_app, request
+
+    from server.auth import check_password, check_rate_limit, record_failure
+
+    auth = request.authorization
+    if auth is None or (auth.type or "").lower() != "basic":
+        return None
+    if not request.is_secure:
+        raise AuthError("HTTP Basic is accepted only over https.")
+    client = request.remote_addr or "unknown"
+    check_rate_limit(db_session, current_app.config, client)
+    user = db_session.query(WebUser).filter_by(username=auth.username or "").one_or_none()
+    if user is not None and user.disabled_at is None and check_password(user, auth.password or ""):
+        return user
+    record_failure(db_session, client, auth.username)
+    db_session.commit()
+    raise AuthError("Wrong username or password.")
+
+
+def api_user(db_session: Any) -> WebUser:
+    """The caller of an API request (Basic over https, or session + CSRF header)."""
+    from flask import request
+
+    user = basic_user(db_session)
+    if user is not None:
+        return user
+    user = session_user(db_session)
+    if user is None:
+        raise AuthError("Sign in first (session cookie, or HTTP Basic over https).")
+    if request.method in UNSAFE_METHODS:
+        check_csrf(request.headers.get("X-CSRF-Token"))
+    return user
+
+
+def require(user: WebUser, role: str) -> None:
+    """ForbiddenError unless ``user`` has at least ``role``."""
+    if not role_at_least(user, role):
+        raise ForbiddenError(f"This needs the {role} role; you are signed in as {user.role}.")
+
+
+def api_route(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: authenticate the API caller, check ``role``, pass ``(db, user, **kwargs)``."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            from server.db import get_session
+
+            db = get_session()
+            user = api_user(db)
+            require(user, role)
+            return fn(db, user, **kwargs)
+
+        wrapper.required_role = role  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
