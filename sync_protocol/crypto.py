@@ -23,6 +23,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,18 +40,29 @@ try:  # cryptography >= 47 moved CFB to "decrepit"; it leaves primitives in 49
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
+from sync_protocol.constants import (
+    ENC_SUFFIX,
+    ENCRYPTED_NS,
+    ENCRYPTED_XML_FILE,
+    OPENROSA_XFORMS_NS,
+    SUBMISSION_XML,
+)
 from sync_protocol.envelope import EncryptedEnvelope
 from sync_protocol.errors import DecryptionError, MissingFileError
 
 __all__ = [
     "CHUNK_SIZE",
+    "ENCRYPTED_NS",
     "DecryptedSubmission",
     "SignatureStatus",
+    "SubmissionDecryptor",
     "decrypt_bytes",
     "decrypt_stream",
     "decrypt_submission",
     "encrypt_submission",
     "file_ivs",
+    "plain_name",
+    "render_manifest",
     "signature_source",
     "unwrap_key",
     "verify_signature",
@@ -58,7 +70,6 @@ __all__ = [
 
 CHUNK_SIZE = 1 << 20
 _BLOCK = 16
-ENCRYPTED_NS = "http://www.opendatakit.org/xforms/encrypted"
 _OAEP = asym_padding.OAEP(
     mgf=asym_padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
@@ -112,10 +123,6 @@ def file_ivs(instance_id: str, aes_key: bytes, count: int) -> list[bytes]:
     return ivs
 
 
-def _iv(instance_id: str, aes_key: bytes, index: int) -> bytes:
-    return file_ivs(instance_id, aes_key, index + 1)[index]
-
-
 def decrypt_stream(
     src: BinaryIO, dst: BinaryIO, aes_key: bytes, iv: bytes, *, chunk_size: int = CHUNK_SIZE
 ) -> tuple[int, str]:
@@ -159,8 +166,6 @@ def decrypt_stream(
 
 def decrypt_bytes(ciphertext: bytes, aes_key: bytes, iv: bytes) -> bytes:
     """Decrypt one small ``.enc`` held in memory (see :func:`decrypt_stream` for large ones)."""
-    import io
-
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(ciphertext), out, aes_key, iv)
     return out.getvalue()
@@ -191,7 +196,8 @@ def signature_source(
         lines.append(version)
     lines += [encrypted_key, instance_id]
     lines += [f"{name}::{digest}" for name, digest in media_md5]
-    lines.append(f"submission.xml::{xml_md5}")
+    # literally "submission.xml", whatever name the manifest gives the encrypted XML
+    lines.append(f"{SUBMISSION_XML}::{xml_md5}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -205,11 +211,89 @@ def verify_signature(private_key: rsa.RSAPrivateKey, signature_b64: str, source:
     return hmac.compare_digest(got, expected)
 
 
-def _plain_name(enc_name: str) -> str:
-    return enc_name[:-4] if enc_name.endswith(".enc") else enc_name
+def plain_name(envelope: EncryptedEnvelope, enc_name: str) -> str:
+    """The plaintext name of an encrypted file: ``submission.xml`` for the XML, else minus .enc."""
+    if enc_name == envelope.encrypted_xml_file:
+        return SUBMISSION_XML
+    return enc_name.removesuffix(ENC_SUFFIX)
 
 
 # --------------------------------------------------------------------------- submissions
+class SubmissionDecryptor:
+    """Streaming decryption of one encrypted submission, file by file, then its signature.
+
+    The AES key is unwrapped once. Files may be decrypted in any order (each has a fixed IV
+    index from the manifest); the plaintext MD5 of each is recorded for the signature. The
+    server uses it for on-demand media decryption, the CLI for whole submissions::
+
+        dec = SubmissionDecryptor(envelope, private_key)   # DecryptionError: wrong key
+        for name in envelope.expected_files:
+            with open_src(name) as src, open_dst(dec.plain_name(name)) as dst:
+                dec.decrypt_file(name, src, dst)           # DecryptionError: damaged file
+        dec.signature_status()                             # VALID / INVALID / CANNOT_VERIFY
+    """
+
+    __slots__ = ("_aes_key", "_ivs", "_md5", "_private_key", "envelope")
+
+    def __init__(self, envelope: EncryptedEnvelope, private_key: rsa.RSAPrivateKey) -> None:
+        self.envelope = envelope
+        self._private_key = private_key
+        self._aes_key = unwrap_key(private_key, envelope.encrypted_key)
+        names = envelope.expected_files
+        ivs = file_ivs(envelope.instance_id, self._aes_key, len(names))
+        self._ivs = dict(zip(names, ivs, strict=True))
+        self._md5: dict[str, str] = {}
+
+    def __repr__(self) -> str:  # never show the AES key
+        return f"<SubmissionDecryptor {self.envelope.instance_id}>"
+
+    def plain_name(self, enc_name: str) -> str:
+        """Plaintext name of ``enc_name`` (``submission.xml`` for the encrypted XML)."""
+        return plain_name(self.envelope, enc_name)
+
+    def decrypt_file(
+        self, enc_name: str, src: BinaryIO, dst: BinaryIO, *, chunk_size: int = CHUNK_SIZE
+    ) -> int:
+        """Decrypt the file the manifest calls ``enc_name`` from ``src`` into ``dst``, in chunks.
+
+        :return: the plaintext size
+        :raises DecryptionError: the manifest does not list ``enc_name``, or it is damaged
+        """
+        iv = self._ivs.get(enc_name)
+        if iv is None:
+            raise DecryptionError("The file is not listed in the submission's manifest.")
+        size, md5 = decrypt_stream(src, dst, self._aes_key, iv, chunk_size=chunk_size)
+        self._md5[enc_name] = md5
+        return size
+
+    def decrypt_bytes(self, enc_name: str, ciphertext: bytes) -> bytes:
+        """In-memory :meth:`decrypt_file` for small files."""
+        out = io.BytesIO()
+        self.decrypt_file(enc_name, io.BytesIO(ciphertext), out)
+        return out.getvalue()
+
+    def signature_status(self) -> SignatureStatus:
+        """Check ``base64EncryptedElementSignature`` over every file decrypted so far.
+
+        CANNOT_VERIFY until every file of the manifest has been decrypted, or when the
+        manifest carries no signature.
+        """
+        env = self.envelope
+        if not env.signature or any(n not in self._md5 for n in env.expected_files):
+            return SignatureStatus.CANNOT_VERIFY
+        source = signature_source(
+            form_id=env.form_id,
+            version=env.version,
+            encrypted_key=env.encrypted_key,
+            instance_id=env.instance_id,
+            media_md5=[(self.plain_name(n), self._md5[n]) for n in env.media],
+            xml_md5=self._md5[env.encrypted_xml_file],
+        )
+        if verify_signature(self._private_key, env.signature, source):
+            return SignatureStatus.VALID
+        return SignatureStatus.INVALID
+
+
 def decrypt_submission(
     envelope: EncryptedEnvelope,
     private_key: rsa.RSAPrivateKey,
@@ -228,32 +312,14 @@ def decrypt_submission(
         raise MissingFileError(
             f"The encrypted data file {envelope.encrypted_xml_file} has not been received yet."
         )
-    aes_key = unwrap_key(private_key, envelope.encrypted_key)
-    ivs = file_ivs(envelope.instance_id, aes_key, len(envelope.media) + 1)
-    media: dict[str, bytes] = {}
-    media_md5: list[tuple[str, str]] = []
-    complete = True
-    for index, enc_name in enumerate(envelope.media):
-        if enc_name not in files:
-            complete = False
-            continue
-        plain = decrypt_bytes(files[enc_name], aes_key, ivs[index])
-        media[_plain_name(enc_name)] = plain
-        media_md5.append((_plain_name(enc_name), hashlib.md5(plain).hexdigest()))  # noqa: S324
-    xml = decrypt_bytes(files[envelope.encrypted_xml_file], aes_key, ivs[-1])
-    status = SignatureStatus.CANNOT_VERIFY
-    if complete and envelope.signature:
-        source = signature_source(
-            form_id=envelope.form_id,
-            version=envelope.version,
-            encrypted_key=envelope.encrypted_key,
-            instance_id=envelope.instance_id,
-            media_md5=media_md5,
-            xml_md5=hashlib.md5(xml).hexdigest(),  # noqa: S324
-        )
-        ok = verify_signature(private_key, envelope.signature, source)
-        status = SignatureStatus.VALID if ok else SignatureStatus.INVALID
-    return DecryptedSubmission(xml=xml, media=media, signature=status)
+    decryptor = SubmissionDecryptor(envelope, private_key)
+    media = {
+        decryptor.plain_name(name): decryptor.decrypt_bytes(name, files[name])
+        for name in envelope.media
+        if name in files
+    }
+    xml = decryptor.decrypt_bytes(envelope.encrypted_xml_file, files[envelope.encrypted_xml_file])
+    return DecryptedSubmission(xml=xml, media=media, signature=decryptor.signature_status())
 
 
 def render_manifest(
@@ -272,12 +338,12 @@ def render_manifest(
     parts = [
         f'<data {attrs} encrypted="yes" xmlns="{ENCRYPTED_NS}">',
         f"<base64EncryptedKey>{encrypted_key}</base64EncryptedKey>",
-        '<orx:meta xmlns:orx="http://openrosa.org/xforms">',
+        f'<orx:meta xmlns:orx="{OPENROSA_XFORMS_NS}">',
         f"<orx:instanceID>{escape(instance_id)}</orx:instanceID></orx:meta>\n",
     ]
     parts += [f"<media><file>{escape(name)}</file></media>\n" for name in media]
     parts += [
-        "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>",
+        f"<encryptedXmlFile>{ENCRYPTED_XML_FILE}</encryptedXmlFile>",
         f"<base64EncryptedElementSignature>{signature}</base64EncryptedElementSignature>",
         "</data>",
     ]
@@ -311,9 +377,9 @@ def encrypt_submission(
     files: dict[str, bytes] = {}
     media_md5 = []
     for index, (name, data) in enumerate(media.items()):
-        files[name + ".enc"] = _encrypt_bytes(data, aes_key, ivs[index])
+        files[name + ENC_SUFFIX] = _encrypt_bytes(data, aes_key, ivs[index])
         media_md5.append((name, hashlib.md5(data).hexdigest()))  # noqa: S324
-    files["submission.xml.enc"] = _encrypt_bytes(plaintext_xml, aes_key, ivs[-1])
+    files[ENCRYPTED_XML_FILE] = _encrypt_bytes(plaintext_xml, aes_key, ivs[-1])
     source = signature_source(
         form_id=form_id,
         version=version,
@@ -329,7 +395,7 @@ def encrypt_submission(
         version=version,
         instance_id=instance_id,
         encrypted_key=encrypted_key,
-        media=[n + ".enc" for n in media],
+        media=[n + ENC_SUFFIX for n in media],
         signature=signature,
     )
     return manifest, files

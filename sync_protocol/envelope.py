@@ -18,6 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from sync_protocol.constants import ENC_SUFFIX
 from sync_protocol.errors import MalformedSubmissionError
 from sync_protocol.xml import child, children, local_name, parse_xml, text_of
 
@@ -142,6 +143,15 @@ def _parse_envelope(root: ET.Element, form_id: str, version: str | None) -> Encr
             raise MalformedSubmissionError(
                 "The encrypted submission names a file with a path in it, which is not allowed."
             )
+        # Collect names every encrypted file <plaintext name>.enc; anything else would have
+        # no plaintext name to decrypt to
+        if not name.endswith(ENC_SUFFIX) or name == ENC_SUFFIX:
+            raise MalformedSubmissionError(
+                "The encrypted submission names a file that is not an encrypted (.enc) file."
+            )
+    if len(set(media)) != len(media) or xml_file in media:
+        # each file has one IV index: a name listed twice cannot be decrypted unambiguously
+        raise MalformedSubmissionError("The encrypted submission lists the same file twice.")
     meta = _meta(root)
     return EncryptedEnvelope(
         form_id=form_id,

@@ -8,6 +8,7 @@ Collect never sends a DTD, so refusing them costs no real client anything.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from defusedxml import ElementTree as SafeET
@@ -16,6 +17,38 @@ from defusedxml.common import DefusedXmlException
 from sync_protocol.errors import MalformedXMLError, UnsafeXMLError
 
 __all__ = ["child", "children", "local_name", "parse_xml", "text_of"]
+
+_CHAR_REF = re.compile(rb"&#(x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
+
+
+def _join_surrogate_refs(data: bytes) -> bytes:
+    """Turn UTF-16 surrogate-pair character references into one reference.
+
+    Collect before v2025.3.0 wrote every non-ASCII character of a manifest attribute as a
+    numeric character reference, one per UTF-16 unit, so an emoji became ``&#55357;&#56832;``.
+    XML forbids surrogate code points and expat rejects them; Collect's signature is over the
+    real character, so the pair is joined into ``&#128512;`` before parsing.
+    """
+    refs = list(_CHAR_REF.finditer(data))
+    if len(refs) < 2:
+        return data
+    out, pos, i = [], 0, 0
+    while i < len(refs) - 1:
+        hi, lo = refs[i], refs[i + 1]
+        hi_cp, lo_cp = _ref_value(hi.group(1)), _ref_value(lo.group(1))
+        if hi.end() == lo.start() and 0xD800 <= hi_cp <= 0xDBFF and 0xDC00 <= lo_cp <= 0xDFFF:
+            joined = 0x10000 + ((hi_cp - 0xD800) << 10) + (lo_cp - 0xDC00)
+            out += [data[pos : hi.start()], b"&#%d;" % joined]
+            pos = lo.end()
+            i += 2
+        else:
+            i += 1
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def _ref_value(body: bytes) -> int:
+    return int(body[1:], 16) if body[:1] in (b"x", b"X") else int(body)
 
 
 def parse_xml(data: bytes) -> ET.Element:
@@ -29,6 +62,8 @@ def parse_xml(data: bytes) -> ET.Element:
     """
     if not data or not data.strip():
         raise MalformedXMLError("The XML document is empty.")
+    if b"&#" in data:
+        data = _join_surrogate_refs(data)
     try:
         return SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as err:

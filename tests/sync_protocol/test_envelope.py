@@ -114,3 +114,47 @@ def test_parse__media_name_with_path__refused(name):
     ).encode()
     with pytest.raises(MalformedSubmissionError, match="path"):
         parse_submission(xml)
+
+
+def _manifest(media: list[str], xml_file: str = "submission.xml.enc") -> bytes:
+    items = "".join(f"<media><file>{name}</file></media>" for name in media)
+    return (
+        '<data id="f" encrypted="yes"><base64EncryptedKey>AA==</base64EncryptedKey>'
+        f"<meta><instanceID>uuid:1</instanceID></meta>{items}"
+        f"<encryptedXmlFile>{xml_file}</encryptedXmlFile></data>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("media", "xml_file"),
+    [(["photo.jpg"], "submission.xml.enc"), ([], "submission.xml"), ([".enc"], "s.xml.enc")],
+)
+def test_parse__file_not_named_enc__refused(media, xml_file):
+    """Should refuse a manifest file name without the .enc suffix Collect always adds."""
+    with pytest.raises(MalformedSubmissionError, match=r"\.enc"):
+        parse_submission(_manifest(media, xml_file))
+
+
+@pytest.mark.parametrize(
+    "media", [["a.jpg.enc", "a.jpg.enc"], ["submission.xml.enc"]], ids=["dup", "xml"]
+)
+def test_parse__file_listed_twice__refused(media):
+    """Should refuse a manifest listing one file twice (two IV indexes for one file)."""
+    with pytest.raises(MalformedSubmissionError, match="twice"):
+        parse_submission(_manifest(media))
+
+
+def test_parse__surrogate_pair_references__joined_to_one_character():
+    """Should read an old Collect's emoji written as two UTF-16 references as one character."""
+    version = "v1-\N{GRINNING FACE}"
+    legacy = "v1-&#55357;&#56832;"
+    raw = (
+        _manifest([])
+        .replace(b'id="f"', f'id="f" version="{legacy}"'.encode())
+        .replace(b"<data", b'<data xmlns="http://www.opendatakit.org/xforms/encrypted"')
+    )
+    parsed = parse_submission(raw)
+    assert parsed.version == version
+    lone = raw.replace(b"&#55357;&#56832;", b"&#56832;")
+    with pytest.raises(MalformedXMLError):
+        parse_submission(lone)
