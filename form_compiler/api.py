@@ -7,7 +7,6 @@ the CLI decides where to write them.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from form_compiler.errors import ConversionError, MultipleErrorsError, Translati
 from form_compiler.i18n import SOURCE_LANGUAGE, resolve, scored_key
 from form_compiler.instrument import Instrument, apply_wording_pack, load_instrument
 from form_compiler.xlsform import FormPlan, build_sheets
+from form_compiler.xlsx import write_xlsx
 
 __all__ = ["COMPILER_VERSION", "CompiledForm", "compile_context", "list_contexts", "plan_context"]
 
@@ -136,31 +136,6 @@ def plan_context(
     return Plan(instrument, context, form_plan, form_id, version, input_hash, warnings)
 
 
-def _xlsx(sheets: dict[str, list[dict[str, Any]]]) -> bytes:
-    """A human-readable XLSForm workbook of the same sheets pyxform converted."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
-    wb = Workbook(write_only=False)
-    wb.remove(wb.active)
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        columns: list[str] = []
-        for r in rows:
-            for key in r:
-                if key not in columns:
-                    columns.append(key)
-        ws.append(columns)
-        for cell in ws[1]:
-            cell.font = Font(bold=True)
-        for r in rows:
-            ws.append([r.get(c, "") for c in columns])
-        ws.freeze_panes = "A2"
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
-
-
 def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
     """Run pyxform (and optionally ODK Validate) on a plan's sheets."""
     from pyxform.errors import PyXFormError
@@ -224,7 +199,7 @@ def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
         title=report["title"],
         languages=report["languages"],
         xform=result.xform.encode("utf-8"),
-        xlsx=_xlsx(sheets),
+        xlsx=write_xlsx(sheets),
         report=report,
         warnings=warnings,
         attachments={"cases.csv": header.encode("utf-8")},

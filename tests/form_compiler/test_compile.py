@@ -207,3 +207,15 @@ def test_scorer__from_report__matches_instrument_rules():
     assert scorer.score(full)["PHY"] == 2.75
     assert not scorer.closure_ready(scorer.score(full))
     assert scorer.band(3.6) == "resilient" and scorer.band(1.2) == "crisis"
+
+
+def test_xlsform__written_workbook__pyxform_reads_it_to_the_same_xform(compiled, tmp_path):
+    """Should write an .xlsx a designer can open and re-convert into the very same XForm."""
+    from pyxform.xls2xform import convert
+
+    path = tmp_path / f"{compiled.form_id}.xlsx"
+    path.write_bytes(compiled.xlsx)
+    again = convert(xlsform=str(path), form_name="data").xform
+    # Column order may differ from the in-memory sheets, so compare canonical XML
+    # (C14N 2.0 orders attributes).
+    assert ET.canonicalize(again) == ET.canonicalize(compiled.xform.decode("utf-8"))
