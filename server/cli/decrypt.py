@@ -4,7 +4,10 @@ A submission directory holds the manifest ``submission.xml`` and its ``.enc`` fi
 decrypts into ``OUT/<instanceID without uuid:>/`` (``submission.xml`` plus media under their
 plaintext names), written to a temporary directory first and renamed only when every file
 decrypted and the signature is valid. Anything else leaves only ``OUT/<id>.rejected`` naming
-the reason. Exit status: 0 all valid, 1 any invalid or failed, 2 usage errors.
+the reason. One line per submission: ``<id>\\t<status>[\\t<reason>]`` where status is
+``valid``, ``invalid`` (signature mismatch), ``cannot-verify`` (a file is missing or the
+manifest has no signature) or ``failed`` (unreadable manifest, wrong key, damaged file).
+Exit status: 0 all valid, 1 any other status, 2 usage errors (bad key, passphrase, paths).
 """
 
 from __future__ import annotations
@@ -18,8 +21,18 @@ import click
 
 from server.cli.keys import read_passphrase
 from sync_protocol import crypto, keys
-from sync_protocol.envelope import EncryptedEnvelope, parse_submission
+from sync_protocol.envelope import EncryptedEnvelope, PlainInstance, parse_submission
 from sync_protocol.errors import ProtocolError
+
+FAILED = "failed"
+
+
+class _RejectedError(Exception):
+    """One submission is not written: ``status`` for the summary line, ``reason`` for the note."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 def find_submission_dirs(path: Path) -> list[Path]:
@@ -39,64 +52,94 @@ def find_submission_dirs(path: Path) -> list[Path]:
 
 def _safe_id(instance_id: str) -> str:
     name = instance_id.removeprefix("uuid:")
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "unknown"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "unknown"
 
 
-def _decrypt_one(directory: Path, private_key, out_dir: Path) -> tuple[str, str, bool]:
-    """Decrypt one directory; return (id, status line, ok)."""
+def _read_envelope(directory: Path) -> EncryptedEnvelope | PlainInstance:
     try:
-        env = parse_submission((directory / "submission.xml").read_bytes())
+        return parse_submission((directory / "submission.xml").read_bytes())
     except ProtocolError as err:
-        return directory.name, f"failed: {err}", False
-    if not isinstance(env, EncryptedEnvelope):
-        return _safe_id(env.instance_id), "failed: not an encrypted submission", False
-    target = out_dir / _safe_id(env.instance_id)
-    tmp = Path(tempfile.mkdtemp(prefix=".decrypt-", dir=out_dir))
-    try:
-        aes_key = crypto.unwrap_key(private_key, env.encrypted_key)
-        ivs = crypto.file_ivs(env.instance_id, aes_key, len(env.media) + 1)
-        media_md5 = []
-        for index, enc_name in enumerate(env.expected_files):
-            src_path = directory / enc_name
-            if not src_path.is_file():
-                raise ProtocolError(f"missing file {enc_name}; the signature cannot be verified")
-            plain_name = "submission.xml" if enc_name == env.encrypted_xml_file else enc_name[:-4]
-            with src_path.open("rb") as src, (tmp / plain_name).open("wb") as dst:
-                _size, md5 = crypto.decrypt_stream(src, dst, aes_key, ivs[index])
-            media_md5.append((plain_name, md5))
-        xml_md5 = media_md5.pop()[1]
-        if not env.signature:
-            raise ProtocolError("the manifest carries no signature; cannot verify")
-        source = crypto.signature_source(
-            form_id=env.form_id,
-            version=env.version,
-            encrypted_key=env.encrypted_key,
-            instance_id=env.instance_id,
-            media_md5=media_md5,
-            xml_md5=xml_md5,
+        raise _RejectedError(FAILED, f"the manifest cannot be read: {err}") from err
+
+
+def _decrypt_into(directory: Path, env: EncryptedEnvelope, private_key, tmp: Path) -> None:
+    """Decrypt every file of ``env`` from ``directory`` into ``tmp``; raise _RejectedError if not VALID."""
+    missing = [n for n in env.expected_files if not (directory / n).is_file()]
+    if missing:
+        raise _RejectedError(
+            crypto.SignatureStatus.CANNOT_VERIFY.value,
+            f"missing file(s) {', '.join(missing)}; the signature cannot be verified",
         )
-        if not crypto.verify_signature(private_key, env.signature, source):
-            raise ProtocolError(
-                "signature invalid: the files were altered or do not belong together"
-            )
+    if not env.signature:
+        raise _RejectedError(
+            crypto.SignatureStatus.CANNOT_VERIFY.value, "the manifest carries no signature"
+        )
+    try:
+        decryptor = crypto.SubmissionDecryptor(env, private_key)
+        for enc_name in env.expected_files:
+            with (
+                (directory / enc_name).open("rb") as src,
+                (tmp / decryptor.plain_name(enc_name)).open("wb") as dst,
+            ):
+                decryptor.decrypt_file(enc_name, src, dst)
+    except ProtocolError as err:
+        raise _RejectedError(FAILED, str(err)) from err
+    status = decryptor.signature_status()
+    if status is not crypto.SignatureStatus.VALID:
+        raise _RejectedError(
+            status.value, "signature invalid: the files were altered or do not belong together"
+        )
+
+
+def _decrypt_one(directory: Path, private_key, out_dir: Path) -> tuple[str, str, str | None]:
+    """Decrypt one directory; return (output name, status, reason or None)."""
+    name = directory.name
+    tmp: Path | None = None
+    try:
+        env = _read_envelope(directory)
+        name = _safe_id(env.instance_id)
+        if not isinstance(env, EncryptedEnvelope):
+            raise _RejectedError(FAILED, "submission.xml is a plaintext instance, not encrypted")
+        tmp = Path(tempfile.mkdtemp(prefix=".decrypt-", dir=out_dir))
+        _decrypt_into(directory, env, private_key, tmp)
+        target = out_dir / name
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
-        return target.name, "valid", True
-    except ProtocolError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        (out_dir / f"{target.name}.rejected").write_text(f"{err}\n")
-        return target.name, f"rejected: {err}", False
+        tmp = None
+        return name, crypto.SignatureStatus.VALID.value, None
+    except (_RejectedError, OSError) as err:
+        status, reason = (
+            (err.status, err.reason)
+            if isinstance(err, _RejectedError)
+            else (FAILED, f"cannot read or write a file ({err.strerror or err})")
+        )
+        try:
+            (out_dir / f"{name}.rejected").write_text(
+                f"{status}: {reason}\nsource: {directory}\n", encoding="utf-8"
+            )
+        except OSError:
+            pass  # the summary line still reports it
+        return name, status, reason
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @click.command("decrypt")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key: PEM (PKCS#1/PKCS#8, encrypted or not) or a Central key archive (.json).",
 )
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the key's passphrase (trailing newline ignored).",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def decrypt_command(
     path: Path, key_file: Path, passphrase_file: Path | None, out_dir: Path
@@ -112,11 +155,15 @@ def decrypt_command(
     if not directories:
         click.echo(f"Error: no submission.xml found under {path}", err=True)
         sys.exit(2)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        click.echo(f"Error: cannot create {out_dir}: {err.strerror or err}", err=True)
+        sys.exit(2)
     failures = 0
     for directory in directories:
-        name, status, ok = _decrypt_one(directory, private_key, out_dir)
-        failures += not ok
-        click.echo(f"{name}\t{status}")
+        name, status, reason = _decrypt_one(directory, private_key, out_dir)
+        failures += status != crypto.SignatureStatus.VALID.value
+        click.echo(f"{name}\t{status}" + (f"\t{reason}" if reason else ""))
     click.echo(f"{len(directories) - failures} valid, {failures} rejected", err=True)
     sys.exit(1 if failures else 0)

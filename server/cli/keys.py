@@ -40,17 +40,24 @@ def generate_command(out_dir: Path, passphrase_file: Path, bits: int, force: boo
     private_path, public_path = out_dir / "private.pem", out_dir / "public.pem"
     if private_path.exists() and not force:
         raise click.UsageError(f"{private_path} exists; use --force to replace it.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"cannot create {out_dir}: {err.strerror or err}") from err
     try:
         key = keys.generate_private_key(bits)
         pem = keys.encrypt_private_key(key, passphrase)
     except ProtocolError as err:
         raise click.ClickException(str(err)) from err
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.chmod(private_path, 0o600)
-    public_path.write_bytes(keys.public_key_pem(key))
+    try:
+        # created 0600 from the start: the key is never readable by others, even briefly
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        os.chmod(private_path, 0o600)  # O_CREAT's mode does not apply to an existing file
+        public_path.write_bytes(keys.public_key_pem(key))
+    except OSError as err:
+        raise click.ClickException(f"cannot write the key pair: {err.strerror or err}") from err
     click.echo(f"private key: {private_path} (encrypted, PBKDF2-SHA256 600k + AES-256-CBC)")
     click.echo(f"public key:  {public_path}")
     click.echo(f"fingerprint: {keys.fingerprint(key)}")

@@ -117,3 +117,93 @@ def test_decrypt__central_archive_key__gen10_valid(tmp_path):
 def test_decrypt__missing_arguments__exit_2(tmp_path):
     """Should exit 2 on usage errors."""
     assert CliRunner().invoke(main, ["decrypt", str(tmp_path)]).exit_code == 2
+
+
+def _status_lines(output: str) -> dict[str, list[str]]:
+    """``{id: [status, reason...]}`` from the per-submission lines."""
+    return {
+        line.split("\t")[0]: line.split("\t")[1:] for line in output.splitlines() if "\t" in line
+    }
+
+
+def test_decrypt__missing_photo__cannot_verify_and_nothing_written(tmp_path):
+    """Should report cannot-verify when a file the manifest lists is absent (Central fixture)."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["decrypt", str(VECTORS_DIR / "fixture-central-collect-v1.22.4"), "--key",
+         str(KEYS_DIR / "central-test-priv.pem"), "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    ((name, (status, reason)),) = _status_lines(result.output).items()
+    assert status == "cannot-verify" and "1561432532482.jpg.enc" in reason
+    assert [p.name for p in out.iterdir()] == [f"{name}.rejected"]
+    assert (out / f"{name}.rejected").read_text().startswith("cannot-verify:")
+
+
+def test_decrypt__other_projects_key__failed_line_per_submission(tmp_path):
+    """Should print failed for each submission a wrong key cannot open, and write only notes."""
+    src = _copy(tmp_path, "gen-01-small-text", "gen-03-media-2")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["decrypt", str(src), "--key", str(KEYS_DIR / "briefcase-test-key.pem"), "--out", str(out)],
+    )
+    assert result.exit_code == 1
+    lines = _status_lines(result.output)
+    assert [v[0] for v in lines.values()] == ["failed", "failed"]
+    assert all("private key" in v[1] for v in lines.values())
+    assert sorted(p.suffix for p in out.iterdir()) == [".rejected", ".rejected"]
+
+
+def test_decrypt__every_vector_tree__statuses_as_documented(tmp_path):
+    """Should decrypt the Briefcase fixture tree (two submissions, one key) and say valid."""
+    src = _copy(
+        tmp_path, "fixture-briefcase-encrypted-form", "fixture-briefcase-encrypted-form-media"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["decrypt", str(src), "--key", str(KEYS_DIR / "briefcase-test-key.pem"), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    lines = _status_lines(result.output)
+    assert [v for v in lines.values()] == [["valid"], ["valid"]]
+    media_case = VECTORS_DIR / "fixture-briefcase-encrypted-form-media" / "plaintext"
+    written = {p.name: p.read_bytes() for p in out.rglob("*.jpg")}
+    assert written == {p.name: p.read_bytes() for p in media_case.glob("*.jpg")}
+
+
+def test_decrypt__plaintext_submission_dir__failed(tmp_path):
+    """Should refuse a directory whose submission.xml is a plaintext instance."""
+    case = tmp_path / "plain"
+    case.mkdir()
+    (case / "submission.xml").write_bytes(
+        b"<data id='f'><meta><instanceID>uuid:p1</instanceID></meta></data>"
+    )
+    result = CliRunner().invoke(
+        main, ["decrypt", str(case), "--key", str(COLLECT_KEY), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert _status_lines(result.output)["p1"][0] == "failed"
+
+
+def test_decrypt__real_entry_point__wrong_passphrase_one_line(tmp_path):
+    """Should print one clear line and exit 2 from the installed ``kintsugi`` script."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("kintsugi")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("definitely-not-it\n")
+    proc = subprocess.run(
+        [str(script), "decrypt", str(VECTORS_DIR / "gen-01-small-text"), "--key",
+         str(KEYS_DIR / "collect-gen-rsa2048.encrypted-pkcs8.pem"), "--passphrase-file", str(bad),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "passphrase" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

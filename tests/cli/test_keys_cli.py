@@ -79,3 +79,26 @@ def test_keys_public__wrong_passphrase__one_clear_line(tmp_path):
     assert ok.output.strip() == keys.public_key_b64(
         keys.load_public_key((tmp_path / "public.pem").read_bytes())
     )
+
+
+def test_keys_generate__real_entry_point__0600_and_usable_with_decrypt(tmp_path):
+    """Should generate with the installed script; the key opens only with its passphrase."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(sys.executable).with_name("kintsugi"))
+    pw = tmp_path / "pw.txt"
+    pw.write_text("field office passphrase\n")
+    proc = subprocess.run(
+        [script, "keys", "generate", "--out", str(tmp_path / "k"), "--passphrase-file", str(pw),
+         "--bits", "3072"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    private = tmp_path / "k" / "private.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    key = keys.load_private_key(private.read_bytes(), b"field office passphrase")
+    assert key.key_size == 3072
+    assert b"PRIVATE" not in (tmp_path / "k" / "public.pem").read_bytes()
+    assert "-----BEGIN" not in proc.stdout  # no key material on the terminal
