@@ -16,7 +16,8 @@ def create_app(test_config: Mapping[str, Any] | None = None):  # -> flask.Flask
     """Build the WSGI app: config (DEFAULTS → env ``KINTSUGI_*`` → test_config), DB, blueprints."""
     from flask import Flask
 
-    from server import db, errors_http, views
+    from server import db, errors_http, health, views
+    from server import logging as kintsugi_logging
     from server.config import load_config
     from server.logs import install_filters
 
@@ -31,4 +32,6 @@ def create_app(test_config: Mapping[str, Any] | None = None):  # -> flask.Flask
     db.init_app(app)
     errors_http.init_app(app)
     views.register_blueprints(app)
+    health.init_app(app)  # /healthz, /readyz; database down or disk full -> 503
+    kintsugi_logging.init_app(app)  # JSON lines with request ids
     return app
