@@ -41,11 +41,14 @@ class CSRFError(ForbiddenError):
 def init_app(app: Any) -> None:
     """Session cookie flags (HttpOnly is Flask's default)."""
     base = app.config.get("BASE_URL") or ""
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask's defaults are present keys (SameSite None, name "session"): set ours explicitly
+    if not app.config.get("SESSION_COOKIE_SAMESITE"):
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     if base.startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
-    app.config.setdefault("SESSION_COOKIE_NAME", "kintsugi_session")
+    if app.config.get("SESSION_COOKIE_NAME") in (None, "session"):
+        app.config["SESSION_COOKIE_NAME"] = "kintsugi_session"
 
 
 def _pw_tag(user: WebUser) -> str:

@@ -1,0 +1,215 @@
+"""The server-rendered admin pages as a browser uses them (Flask test client)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from server.models import FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM, Form
+from tests.admin import case_double
+from tests.admin.conftest import World, add_submission, login, page_csrf
+
+
+@pytest.fixture
+def cases(monkeypatch: Any, world: World) -> case_double.CaseWorld:
+    """The case services' contract double for project A."""
+    cw = case_double.CaseWorld(world.project_a)
+    case_double.install(monkeypatch, cw)
+    return cw
+
+
+def test_pages__not_signed_in__redirect_to_login(client: Any, world: World) -> None:
+    resp = client.get(f"/admin/projects/{world.project_a}")
+    assert resp.status_code == 302
+    assert resp.headers["Location"].startswith("/admin/login?next=")
+
+
+def test_login__right_password__session_cookie_flags(client: Any, world: World) -> None:
+    resp = login(client, "viewer")
+    assert resp.status_code == 302
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = client.get("/admin/")
+    assert page.status_code == 200 and b"Office A" in page.data
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+def test_login__https_base_url__secure_cookie(make_app: Any, world: World) -> None:
+    client = make_app(BASE_URL="https://kintsugi.example").test_client()
+    resp = login(client, "viewer")
+    assert "Secure" in resp.headers["Set-Cookie"]
+
+
+def test_login__wrong_password__401_message(client: Any, world: World) -> None:
+    resp = login(client, "viewer", "wrong")
+    assert resp.status_code == 401
+    assert b"Wrong username or password" in resp.data
+
+
+def test_login__post_without_csrf__403(client: Any, world: World) -> None:
+    resp = client.post("/admin/login", data={"username": "admin", "password": "x"})
+    assert resp.status_code == 403
+    assert b"Reload the page" in resp.data
+
+
+def test_login__next_elsewhere__no_open_redirect(client: Any, world: World) -> None:
+    page = client.get("/admin/login?next=https://evil.example/")
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', page.data).group(1).decode()
+    resp = client.post(
+        "/admin/login",
+        data={"csrf_token": token, "username": "admin", "password": "long enough password",
+              "next": "//evil.example/"},
+    )  # fmt: skip
+    assert resp.headers["Location"] == "/admin/"
+
+
+def test_post_form__without_csrf_token__403_and_nothing_created(
+    client: Any, world: World, db_session: Any
+) -> None:
+    login(client, "admin")
+    resp = client.post("/admin/projects", data={"name": "Sneaky"})
+    assert resp.status_code == 403
+    resp = client.post("/admin/projects", data={"name": "Sneaky", "csrf_token": "forged"})
+    assert resp.status_code == 403
+    assert b"Sneaky" not in client.get("/admin/").data
+
+
+def test_post_form__with_token__creates_project(client: Any, world: World) -> None:
+    login(client, "admin")
+    token = page_csrf(client, "/admin/")
+    resp = client.post("/admin/projects", data={"name": "Office C", "csrf_token": token})
+    assert resp.status_code == 302
+    assert b"Office C" in client.get(resp.headers["Location"]).data
+
+
+def test_logout__ends_session(client: Any, world: World) -> None:
+    login(client, "viewer")
+    token = page_csrf(client, "/admin/")
+    client.post("/admin/logout", data={"csrf_token": token})
+    assert client.get("/admin/").status_code == 302
+
+
+def test_viewer__manager_pages__403(client: Any, world: World) -> None:
+    login(client, "viewer")
+    for path in ("submissions", "key", "review", "export"):
+        resp = client.get(f"/admin/projects/{world.project_a}/{path}")
+        assert resp.status_code == 403, path
+        assert b"manager role" in resp.data
+
+
+def test_app_user_create__shows_qr_svg_and_url_once(client: Any, world: World) -> None:
+    login(client, "manager")
+    token = page_csrf(client, f"/admin/projects/{world.project_a}")
+    resp = client.post(
+        f"/admin/projects/{world.project_a}/app-users",
+        data={"name": "Tablet 3", "csrf_token": token},
+    )
+    assert resp.status_code == 200
+    assert b"<svg" in resp.data and b"segno" in resp.data
+    url = re.search(rb'id="server-url">([^<]+)<', resp.data).group(1).decode()
+    assert f"/projects/{world.project_a}" in url
+    listing = client.get(f"/admin/projects/{world.project_a}").data
+    assert b"Tablet 3" in listing and url.encode() not in listing
+
+
+def test_submissions__plaintext_flag_explained(client: Any, world: World, db_session: Any) -> None:
+    form = db_session.query(Form).filter_by(project_id=world.project_a).one()
+    add_submission(db_session, form, "uuid:flagged", flags=[FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM])
+    db_session.commit()
+    login(client, "manager")
+    page = client.get(f"/admin/projects/{world.project_a}/submissions?flagged=1").data
+    assert b"uuid:flagged" in page
+    assert b"Arrived unencrypted although the form is encrypted" in page
+    assert b"uuid:b-1" not in page  # project B's submission
+
+
+def test_caseload__filters_and_badges(client: Any, cases: Any, world: World) -> None:
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/cases").data.decode()
+    assert "K-0001" in page and "K-0003" in page
+    assert 'class="badge bad">overdue' in page and "closure-ready" in page
+    ready = client.get(f"/admin/projects/{world.project_a}/cases?closure_ready=1").data.decode()
+    assert "K-0003" in ready and "K-0001" not in ready
+
+
+def test_case_page__svg_chart_line_per_domain(client: Any, cases: Any, world: World) -> None:
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/cases/1").data.decode()
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    domains = re.findall(r'<polyline class="series-line" data-domain="([^"]+)"', svg)
+    assert domains == [d.replace("&", "&amp;") for d in case_double.DOMAINS]
+    assert svg.count('class="point-label"') == 6 * 3  # every point labelled
+    for tick in ("1", "2", "3", "4"):
+        assert f'text-anchor="end">{tick}</text>' in svg
+    assert "2026-01-10" in svg and 'class="legend-item"' in svg
+    assert "Show notes" not in page  # viewers never see decrypted notes
+
+
+def test_case_page__other_project__404(client: Any, cases: Any, world: World) -> None:
+    login(client, "viewer")
+    assert client.get(f"/admin/projects/{world.project_b}/cases/1").status_code == 404
+
+
+def test_review__resolve_orphan_by_linking(client: Any, cases: Any, world: World) -> None:
+    login(client, "manager")
+    token = page_csrf(client, f"/admin/projects/{world.project_a}/review")
+    resp = client.post(
+        f"/admin/projects/{world.project_a}/review/101",
+        data={"csrf_token": token, "action": "link", "case_id": "2"},
+    )
+    assert resp.status_code == 302
+    assert cases.resolved == [(101, "link", 2, "web:manager")]
+    assert b"names unknown case" not in client.get(resp.headers["Location"]).data
+
+
+def test_review__item_of_no_open_queue__404(client: Any, cases: Any, world: World) -> None:
+    login(client, "manager")
+    token = page_csrf(client, f"/admin/projects/{world.project_a}/review")
+    resp = client.post(
+        f"/admin/projects/{world.project_b}/review/101",
+        data={"csrf_token": token, "action": "link", "case_id": "2"},
+    )
+    assert resp.status_code == 404 and cases.resolved == []
+
+
+def test_impact__suppressed_cells_shown_as_such(client: Any, cases: Any, world: World) -> None:
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/impact").data.decode()
+    assert page.count('class="bar suppressed"') == 2
+    assert "suppressed (fewer than 5 cases)" in page
+    assert "2.40 (n=12)" in page
+
+
+def test_export__csv_download(client: Any, cases: Any, world: World) -> None:
+    login(client, "manager")
+    resp = client.get(f"/admin/projects/{world.project_a}/export?format=csv")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    assert resp.data.decode().splitlines()[0] == "case,office,casework_type"
+
+
+def test_key__wrong_passphrase__message_and_still_locked(
+    client: Any, cases: Any, make_app: Any, world: World
+) -> None:
+    from server.services.projects import create_project
+
+    with client.application.extensions["kintsugi.db"].sessionmaker() as s:
+        p = create_project(s, "Encrypted office", passphrase=b"correct passphrase")
+        s.commit()
+        pid = p.id
+    login(client, "admin")
+    page = client.get(f"/admin/projects/{pid}/key").data.decode()
+    assert "7</strong> submission(s) waiting" in page
+    token = page_csrf(client, f"/admin/projects/{pid}/key")
+    bad = client.post(
+        f"/admin/projects/{pid}/key/unlock", data={"csrf_token": token, "passphrase": "nope"}
+    )
+    assert bad.status_code == 400 and b"does not unlock" in bad.data
+    ok = client.post(
+        f"/admin/projects/{pid}/key/unlock",
+        data={"csrf_token": token, "passphrase": "correct passphrase"},
+    )
+    assert ok.status_code == 200 and b"Key unlocked" in ok.data
+    assert cases.unlocked == {pid}

@@ -1,0 +1,48 @@
+"""QR payload format and the SVG chart builders."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+from server.qr import qr_png_bytes, qr_svg_inline, settings_payload
+from server.views.admin_charts import Bar, bar_chart, trend_chart
+
+
+def test_settings_payload__zlib_base64_json_as_collect_reads_it() -> None:
+    payload = settings_payload("https://k.example/v1/key/T/projects/3", "Office <A>")
+    settings = json.loads(zlib.decompress(base64.b64decode(payload)))
+    assert settings == {
+        "general": {
+            "server_url": "https://k.example/v1/key/T/projects/3",
+            "form_update_mode": "match_exactly",
+        },
+        "admin": {},
+        "project": {"name": "Office <A>", "icon": "O", "color": "#8a5a00"},
+    }
+
+
+def test_qr_png__is_png_and_svg_inline_has_no_style_attribute() -> None:
+    payload = settings_payload("http://x/v1/key/T/projects/1", "P")
+    assert qr_png_bytes(payload).startswith(b"\x89PNG\r\n\x1a\n")
+    svg = qr_svg_inline(payload)
+    assert svg.startswith("<svg") and "style=" not in svg  # CSP forbids inline styles
+
+
+def test_trend_chart__escapes_names_and_skips_unrated_points() -> None:
+    svg = str(trend_chart({"<b>Safety</b>": [("2026-01-01", 2), ("2026-02-01", None)]}))
+    assert "<b>" not in svg and "&lt;b&gt;Safety" in svg
+    assert svg.count('class="point-label"') == 1
+    assert "style=" not in svg
+
+
+def test_trend_chart__empty__says_so() -> None:
+    assert "No scored assessments yet" in str(trend_chart({}))
+
+
+def test_bar_chart__suppressed_bar_has_no_value() -> None:
+    svg = str(bar_chart("T", [Bar("a", 3.0, 9), Bar("b", None, 2, True)]))
+    assert "3.00 (n=9)" in svg
+    assert svg.count("suppressed (fewer than 5 cases)") == 1
+    assert "(n=2)" not in svg
