@@ -121,7 +121,7 @@ def _start_gunicorn(
         try:
             requests.get(url + "/", timeout=1)
             return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     proc.terminate()
     raise RuntimeError(f"gunicorn for {app_spec} did not start")
