@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from form_compiler.api import compile_context, list_contexts
+from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
 from tests.form_compiler.conftest import REPO_INSTRUMENTS
 
@@ -177,5 +180,13 @@ def test_oracle__both_engines__load_validate_and_scores_match_python(runs, case)
             assert 'update="1"' in xml or 'update="true"' in xml
             assert 'baseVersion="4"' in xml and 'id="c-0107"' in xml
             assert "<case_code>KE-0107</case_code>" in xml
+        # what the server reads back from this engine's submission
+        read = read_assessment(ET.fromstring(xml), form.report)
+        assert read.consent == "yes" and read.assessor == "CW-07", name
+        assert read.ratings == ratings, name
+        assert re.fullmatch(form.report["case_code_pattern"], read.case_code or ""), name
+        for domain_id, want in expected.items():
+            got = read.device_scores[domain_id]
+            assert (got is None) if want is None else abs(got - want) < 1e-9, (name, domain_id)
     validations = [e.get("validate") for e in engines if e.get("validate")]
     assert validations and all(v["status"] == "valid" for v in validations), validations
