@@ -164,7 +164,14 @@ def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
     ]
     context, instrument, fp = plan.context, plan.instrument, plan.form_plan
     scoring = instrument.scoring.as_dict()
-    scoring["closure"]["threshold"] = context.closure_threshold
+    if context.closure_threshold != scoring["closure"]["threshold"]:
+        # the context's own rule replaces the project default: say so where readers look
+        scoring["closure"]["threshold"] = context.closure_threshold
+        scoring["closure"]["is_default"] = False
+        scoring["closure"]["notice"] = (
+            f"Set by context {context.name}: every domain scored "
+            f"{context.closure_threshold} or higher at the latest assessment."
+        )
     report = {
         "form_id": plan.form_id,
         "version": plan.version,

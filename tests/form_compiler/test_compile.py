@@ -219,3 +219,30 @@ def test_xlsform__written_workbook__pyxform_reads_it_to_the_same_xform(compiled,
     # Column order may differ from the in-memory sheets, so compare canonical XML
     # (C14N 2.0 orders attributes).
     assert ET.canonicalize(again) == ET.canonicalize(compiled.xform.decode("utf-8"))
+
+
+def test_closure__context_threshold__in_report_and_scorer(instruments):
+    """Should carry a context's own closure threshold, no longer marked as the default."""
+    default = compile_context(instruments, "guatemala-vawc").report["scoring"]["closure"]
+    assert default["threshold"] == 3.0 and default["is_default"] is True
+    edit_json(
+        instruments / "contexts" / "guatemala-vawc" / "context.json",
+        lambda d: d.update({"closure": {"threshold": 3.5}}),
+    )
+    report = compile_context(instruments, "guatemala-vawc").report
+    assert report["scoring"]["closure"]["is_default"] is False
+    scorer = Scorer.from_report(report)
+    scores = dict.fromkeys(scorer.domains, 3.25)
+    assert not scorer.closure_ready(scores)
+    assert scorer.closure_ready(dict.fromkeys(scorer.domains, 3.5))
+
+
+def test_report__version_map__declared_for_trends():
+    """Should publish how older instrument versions' subdomains map to the current ids."""
+    report = compile_context(REPO_INSTRUMENTS, "kenya-police-abuse").report
+    current = {s for d in report["domains"] for s in d["subdomains"]}
+    assert report["version_map"], "no version map"
+    for old_version in report["version_map"].values():
+        for target in old_version["subdomains"].values():
+            targets = target if isinstance(target, list) else [target]
+            assert set(targets) <= current
