@@ -23,7 +23,6 @@ import base64
 import enum
 import hashlib
 import hmac
-import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,51 +123,93 @@ def file_ivs(instance_id: str, aes_key: bytes, count: int) -> list[bytes]:
 
 
 def decrypt_stream(
-    src: BinaryIO, dst: BinaryIO, aes_key: bytes, iv: bytes, *, chunk_size: int = CHUNK_SIZE
-) -> tuple[int, str]:
+    src: BinaryIO,
+    dst: BinaryIO,
+    aes_key: bytes,
+    iv: bytes,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    digest: bool = True,
+) -> tuple[int, str | None]:
     """Decrypt one ``.enc`` file from ``src`` into ``dst`` without holding it in memory.
 
-    :return: (plaintext size, lowercase MD5 hex of the plaintext) - the MD5 feeds the signature
+    Memory use is two ``chunk_size`` buffers whatever the file size.
+
+    :param digest: compute the plaintext MD5 the signature check needs. MD5 costs several
+        times the AES itself, so re-serving an attachment whose submission was already
+        verified may pass False.
+    :return: (plaintext size, lowercase MD5 hex of the plaintext or None without ``digest``)
     :raises DecryptionError: truncated ciphertext or bad PKCS#7 padding
     """
     decryptor = Cipher(algorithms.AES(aes_key), CFB(iv)).decryptor()
-    md5 = hashlib.md5()  # noqa: S324 - Collect's signature format is MD5
+    md5 = hashlib.md5() if digest else None  # noqa: S324 - Collect's signature format is MD5
+    # Two buffers reused for the whole file: no per-chunk allocation (large allocations are
+    # fresh mmaps, and their page faults cost more than the AES itself).
+    # The output buffer keeps a one-block slot in front of the decrypted chunk: the block held
+    # back from the previous chunk goes there, so each chunk is one contiguous write.
+    inbuf = bytearray(chunk_size)
+    outbuf = bytearray(_BLOCK + chunk_size + _BLOCK)
+    inview, outview = memoryview(inbuf), memoryview(outbuf)
+    body = outview[_BLOCK:]
+    readinto = getattr(src, "readinto", None)
     held = b""  # the last block is held back until we know it ends the file
     size = 0
     total_in = 0
     while True:
-        chunk = src.read(chunk_size)
-        if not chunk:
+        if readinto is not None:
+            n = readinto(inbuf) or 0
+            data = inview[:n] if n else b""
+        else:
+            data = src.read(chunk_size)
+            n = len(data)
+        if not n:
             break
-        total_in += len(chunk)
-        plain = held + decryptor.update(chunk)
-        cut = len(plain) - _BLOCK if len(plain) >= _BLOCK else 0
-        out, held = plain[:cut], plain[cut:]
-        if out:
-            dst.write(out)
-            md5.update(out)
-            size += len(out)
+        total_in += n
+        m = decryptor.update_into(data, body)
+        if m >= _BLOCK:
+            first = _BLOCK - len(held)
+            outview[first:_BLOCK] = held
+            part = outview[first:m]  # held + all but the last block of this chunk
+            held = bytes(outview[m : m + _BLOCK])
+        else:  # a short read: keep at most one block back
+            joined = held + bytes(body[:m])
+            part = joined[:-_BLOCK] if len(joined) > _BLOCK else b""
+            held = joined[-_BLOCK:]
+        if part:
+            dst.write(part)
+            if md5 is not None:
+                md5.update(part)
+            size += len(part)
     held += decryptor.finalize()
-    if total_in == 0 or total_in % _BLOCK or len(held) != _BLOCK:
+    tail = _unpad(held, total_in)
+    if tail:
+        dst.write(tail)
+        if md5 is not None:
+            md5.update(tail)
+        size += len(tail)
+    return size, md5.hexdigest() if md5 is not None else None
+
+
+def _unpad(last: bytes, ciphertext_size: int) -> bytes:
+    """Check Collect's PKCS#7 padding on the last plaintext block(s); return the data part."""
+    if ciphertext_size == 0 or ciphertext_size % _BLOCK or len(last) < _BLOCK:
         raise DecryptionError(
             "An encrypted file is truncated or damaged (its length is not whole AES blocks)."
         )
-    pad = held[-1]
-    if not 1 <= pad <= _BLOCK or held[-pad:] != bytes([pad]) * pad:
+    pad = last[-1]
+    if not 1 <= pad <= _BLOCK or last[-pad:] != bytes([pad]) * pad:
         raise DecryptionError("An encrypted file cannot be decrypted (bad padding).")
-    tail = held[:-pad]
-    if tail:
-        dst.write(tail)
-        md5.update(tail)
-        size += len(tail)
-    return size, md5.hexdigest()
+    return last[:-pad]
 
 
 def decrypt_bytes(ciphertext: bytes, aes_key: bytes, iv: bytes) -> bytes:
-    """Decrypt one small ``.enc`` held in memory (see :func:`decrypt_stream` for large ones)."""
-    out = io.BytesIO()
-    decrypt_stream(io.BytesIO(ciphertext), out, aes_key, iv)
-    return out.getvalue()
+    """Decrypt one small ``.enc`` held in memory (see :func:`decrypt_stream` for large ones).
+
+    :raises DecryptionError: truncated ciphertext or bad PKCS#7 padding
+    """
+    decryptor = Cipher(algorithms.AES(aes_key), CFB(iv)).decryptor()
+    plain = decryptor.update(ciphertext) + decryptor.finalize()
+    return _unpad(plain, len(ciphertext))
 
 
 def _encrypt_bytes(plaintext: bytes, aes_key: bytes, iv: bytes) -> bytes:
@@ -252,25 +293,39 @@ class SubmissionDecryptor:
         return plain_name(self.envelope, enc_name)
 
     def decrypt_file(
-        self, enc_name: str, src: BinaryIO, dst: BinaryIO, *, chunk_size: int = CHUNK_SIZE
+        self,
+        enc_name: str,
+        src: BinaryIO,
+        dst: BinaryIO,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        digest: bool = True,
     ) -> int:
         """Decrypt the file the manifest calls ``enc_name`` from ``src`` into ``dst``, in chunks.
 
+        :param digest: False skips the MD5 (re-serving an already verified attachment); the
+            file then does not count towards :meth:`signature_status`
         :return: the plaintext size
         :raises DecryptionError: the manifest does not list ``enc_name``, or it is damaged
         """
         iv = self._ivs.get(enc_name)
         if iv is None:
             raise DecryptionError("The file is not listed in the submission's manifest.")
-        size, md5 = decrypt_stream(src, dst, self._aes_key, iv, chunk_size=chunk_size)
-        self._md5[enc_name] = md5
+        size, md5 = decrypt_stream(
+            src, dst, self._aes_key, iv, chunk_size=chunk_size, digest=digest
+        )
+        if md5 is not None:
+            self._md5[enc_name] = md5
         return size
 
     def decrypt_bytes(self, enc_name: str, ciphertext: bytes) -> bytes:
         """In-memory :meth:`decrypt_file` for small files."""
-        out = io.BytesIO()
-        self.decrypt_file(enc_name, io.BytesIO(ciphertext), out)
-        return out.getvalue()
+        iv = self._ivs.get(enc_name)
+        if iv is None:
+            raise DecryptionError("The file is not listed in the submission's manifest.")
+        plain = decrypt_bytes(ciphertext, self._aes_key, iv)
+        self._md5[enc_name] = hashlib.md5(plain).hexdigest()  # noqa: S324
+        return plain
 
     def signature_status(self) -> SignatureStatus:
         """Check ``base64EncryptedElementSignature`` over every file decrypted so far.

@@ -58,6 +58,20 @@ def test_decrypt_stream__any_chunking__same_as_whole(data, chunk):
     size, md5 = crypto.decrypt_stream(io.BytesIO(ct), out, aes, iv, chunk_size=chunk)
     assert out.getvalue() == data
     assert (size, md5) == (len(data), hashlib.md5(data).hexdigest())
+    assert crypto.decrypt_bytes(ct, aes, iv) == data  # the in-memory fast path agrees
+    out = io.BytesIO()
+    crypto.decrypt_stream(_ReadOnly(ct), out, aes, iv, chunk_size=chunk)  # no readinto()
+    assert out.getvalue() == data
+
+
+class _ReadOnly:
+    """A file object with read() only, returning fewer bytes than asked (like a socket)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, n: int) -> bytes:
+        return self._data.read(max(1, n // 3))
 
 
 def test_roundtrip__swapped_media_order__signature_invalid():
@@ -102,3 +116,5 @@ def test_decrypt_stream__truncated__error(cut):
     ct = crypto._encrypt_bytes(b"x" * 40, aes, iv)[:-cut]
     with pytest.raises(DecryptionError):
         crypto.decrypt_stream(io.BytesIO(ct), io.BytesIO(), aes, iv)
+    with pytest.raises(DecryptionError):
+        crypto.decrypt_bytes(ct, aes, iv)
