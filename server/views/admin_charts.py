@@ -84,7 +84,7 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
                 labels.append(p.label)
     labels.sort()
     n = max(len(labels), 1)
-    width, left, right, top = 720, 48, 200, 36
+    width, left, right, top = 780, 48, 250, 36
     plot_h = 240
     height = top + plot_h + 56
     plot_w = width - left - right
@@ -147,7 +147,7 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
             )
         parts.append("</g>")
         ly = top + 8 + k * 22
-        lx = left + plot_w + 16
+        lx = left + plot_w + 44
         parts.append(
             f'<g class="legend-item"><line x1="{lx}" x2="{lx + 30}" y1="{ly}" y2="{ly}" '
             f'stroke="{color}" stroke-width="2"{dash_attr}/>{_marker(k, lx + 15, ly, color)}'

@@ -18,6 +18,8 @@ from server.errors import ProjectError
 
 DOMAINS = ["Safety", "Legal protection", "Mental wellbeing", "Economic empowerment",
            "Social support", "Physical wellbeing"]  # fmt: skip
+BASE = [1.25, 1.8, 2.1, 1.5, 2.75, 1.9]  # intake scores per domain (fictional)
+STEP = [0.6, 0.35, 0.5, 0.3, 0.15, 0.45]  # change per follow-up
 
 
 @dataclass
@@ -94,7 +96,10 @@ class CaseWorld:
                     cid * 10 + i,
                     d,
                     "intake" if i == 0 else "follow-up",
-                    {dom: round(1.5 + 0.5 * i + 0.1 * k, 2) for k, dom in enumerate(DOMAINS)},
+                    {
+                        dom: round(min(4.0, BASE[k] + STEP[k] * i * (1 + cid % 2)), 2)
+                        for k, dom in enumerate(DOMAINS)
+                    },
                 )
                 for i, d in enumerate(dates)
             ]

@@ -1,0 +1,142 @@
+"""Scenarios an admin walks through in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.admin.case_double import DOMAINS
+from tests.browser.conftest import PASSWORD, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def click_and_wait(browser: Any, element: Any) -> None:
+    """Click something that loads a new page and wait until the old page is gone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 10).until(ec.staleness_of(old))
+
+
+def sign_in(browser: Any, live: Any, username: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(live.url + "/admin/login")
+    browser.find_element(By.ID, "username").send_keys(username)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    click_and_wait(browser, browser.find_element(By.ID, "sign-in"))
+
+
+def test_sign_in__wrong_then_right__projects_page(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(live.url + "/admin/")
+    assert "/admin/login" in browser.current_url
+    screenshot(browser, "01-sign-in")
+    browser.find_element(By.ID, "username").send_keys("admin")
+    browser.find_element(By.ID, "password").send_keys("not the password")
+    click_and_wait(browser, browser.find_element(By.ID, "sign-in"))
+    assert "Wrong username or password" in browser.find_element(By.CSS_SELECTOR, ".error").text
+    sign_in(browser, live, "admin")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Projects"
+    assert "Cebu aftercare" in browser.page_source
+    screenshot(browser, "02-projects")
+    browser.get(f"{live.url}/admin/projects/{live.project_id}")
+    assert "aso_followup" in browser.page_source
+    screenshot(browser, "03-project")
+
+
+def test_caseload__filter_closure_ready(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, live, "viewer")
+    browser.get(f"{live.url}/admin/projects/{live.project_id}/cases")
+    links = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.case-link")]
+    assert links == ["K-0001", "K-0002", "K-0003"]
+    assert browser.find_element(By.CSS_SELECTOR, ".badge.bad").text == "overdue"
+    screenshot(browser, "04-caseload")
+    browser.find_element(By.NAME, "closure_ready").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    links = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.case-link")]
+    assert links == ["K-0003"]
+
+
+def test_case__trend_chart_has_a_line_per_domain(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, live, "viewer")
+    browser.get(f"{live.url}/admin/projects/{live.project_id}/cases")
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "K-0001"))
+    lines = browser.find_elements(By.CSS_SELECTOR, "svg.trend polyline.series-line")
+    assert [el.get_attribute("data-domain") for el in lines] == DOMAINS
+    for el in lines:
+        assert len(el.get_attribute("points").split()) == 3  # three assessments
+        assert el.size["width"] > 100  # really drawn across the plot
+    legend = browser.find_elements(By.CSS_SELECTOR, "svg.trend .legend-item")
+    assert len(legend) == len(DOMAINS)
+    screenshot(browser, "05-case-chart")
+
+
+def test_review_queue__link_orphan_to_case(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    sign_in(browser, live, "manager")
+    browser.get(f"{live.url}/admin/projects/{live.project_id}/review")
+    screenshot(browser, "06-review-queues")
+    orphans = browser.find_element(By.ID, "queue-orphans")
+    Select(orphans.find_element(By.NAME, "action")).select_by_value("link")
+    orphans.find_element(By.NAME, "case_id").send_keys("2")
+    click_and_wait(browser, orphans.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    orphans = browser.find_element(By.ID, "queue-orphans")
+    assert "Nothing to review" in orphans.text
+    assert (101, "link", 2, "web:manager") in live.cases.resolved
+
+
+def test_export__csv_downloads(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, live, "manager")
+    browser.get(f"{live.url}/admin/projects/{live.project_id}/export")
+    screenshot(browser, "09-export")
+    browser.find_element(By.ID, "export-csv").click()
+    downloads: Path = browser.downloads
+    deadline = time.monotonic() + 15
+    found: list[Path] = []
+    while time.monotonic() < deadline:  # wait for the file (not a timing assertion)
+        found = [p for p in downloads.glob("*.csv")]
+        if found:
+            break
+        time.sleep(0.1)
+    assert found, "no CSV downloaded"
+    assert found[0].read_text().splitlines()[0] == "case,office,casework_type"
+
+
+def test_other_pages__render_for_screenshots(browser: Any, live: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, live, "admin")
+    pid = live.project_id
+    browser.get(f"{live.url}/admin/projects/{pid}/submissions")
+    assert "Arrived unencrypted although the form is encrypted" in browser.page_source
+    screenshot(browser, "07-submissions")
+    browser.get(f"{live.url}/admin/projects/{pid}/key")
+    assert browser.find_element(By.ID, "backlog").text.startswith("7")
+    screenshot(browser, "08-key-custody")
+    browser.get(f"{live.url}/admin/projects/{pid}/impact")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.bars rect.suppressed")) == 2
+    screenshot(browser, "10-impact")
+    browser.get(f"{live.url}/admin/projects/{pid}")
+    browser.find_element(By.NAME, "name").send_keys("Tablet 4")
+    click_and_wait(browser, browser.find_element(By.XPATH, "//button[contains(., 'QR code')]"))
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.qr svg")
+    screenshot(browser, "11-app-user-qr")
