@@ -77,3 +77,16 @@ def test_decryptor__wrong_key__refused_at_construction(submission):
     env, _files = submission
     with pytest.raises(DecryptionError, match="cannot be opened"):
         crypto.SubmissionDecryptor(env, keys.generate_private_key(2048))
+
+
+def test_decryptor__without_digest__same_plaintext_but_not_counted(submission):
+    """Should decrypt without the MD5 (re-serving) and then not claim a verified signature."""
+    env, files = submission
+    dec = crypto.SubmissionDecryptor(env, KEY)
+    for name in env.expected_files:
+        dst = io.BytesIO()
+        size = dec.decrypt_file(name, io.BytesIO(files[name]), dst, digest=False)
+        assert size == len(dst.getvalue())
+        if name != env.encrypted_xml_file:
+            assert dst.getvalue() == MEDIA[dec.plain_name(name)]
+    assert dec.signature_status() is crypto.SignatureStatus.CANNOT_VERIFY
