@@ -46,6 +46,9 @@ def openrosa_error(message: str, status: int, headers: dict[str, str] | None = N
 def _wants_json() -> bool:
     from flask import request
 
+    # /api/ paths answer JSON even when routing failed (404/405 have no blueprint)
+    if request.path.startswith("/api/"):
+        return True
     return bool(request.blueprint) and request.blueprint != "openrosa"
 
 
@@ -58,7 +61,7 @@ def init_app(app: Any) -> None:
     def _server_error(err: ServerError) -> Any:
         headers = getattr(err, "headers", None)
         if _wants_json():
-            resp = jsonify({"error": err.code, "message": err.message})
+            resp = jsonify({"error": err.code, "message": err.message, "code": err.http_status})
             resp.status_code = err.http_status
             if headers:
                 resp.headers.update(headers)
@@ -70,7 +73,7 @@ def init_app(app: Any) -> None:
         status = err.code or 500
         message = _HTTP_MESSAGES.get(status, err.description or "Request failed.")
         if _wants_json():
-            resp = jsonify({"error": str(status), "message": message})
+            resp = jsonify({"error": str(status), "message": message, "code": status})
             resp.status_code = status
             return resp
         return openrosa_error(message, status)
@@ -81,7 +84,7 @@ def init_app(app: Any) -> None:
         log.exception("unhandled error: %s", type(err).__name__)
         message = "The server had a problem; nothing was saved. Try again later."
         if _wants_json():
-            resp = jsonify({"error": "500", "message": message})
+            resp = jsonify({"error": "500", "message": message, "code": 500})
             resp.status_code = 500
             return resp
         return openrosa_error(message, 500)

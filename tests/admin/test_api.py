@@ -256,3 +256,10 @@ def test_users_create__generated_password_shown_once_and_works(
     assert "password" not in api["admin"]("GET", "/users").get_json()[0]
     me = client.get("/api/v1/me", base_url=HTTPS, headers=basic("ana", body["password"]))
     assert me.get_json()["username"] == "ana"
+
+
+def test_unrouted_api_paths__json_errors(client: Any) -> None:
+    missing = client.get("/api/v1/no-such-thing")
+    assert missing.status_code == 404 and missing.get_json()["code"] == 404
+    wrong_method = client.put("/api/v1/projects")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["code"] == 405
