@@ -91,8 +91,15 @@ def _decrypt_into(directory: Path, env: EncryptedEnvelope, private_key, tmp: Pat
         )
 
 
-def _decrypt_one(directory: Path, private_key, out_dir: Path) -> tuple[str, str, str | None]:
-    """Decrypt one directory; return (output name, status, reason or None)."""
+def _decrypt_one(
+    directory: Path, private_key, out_dir: Path, noted: set[str]
+) -> tuple[str, str, str | None]:
+    """Decrypt one directory; return (output name, status, reason or None).
+
+    ``noted`` holds the names given a ``.rejected`` note in this run: a second copy of the same
+    instance (e.g. a tampered duplicate) appends to that note instead of hiding the first
+    reason, and a valid copy removes only notes left by earlier runs.
+    """
     name = directory.name
     tmp: Path | None = None
     try:
@@ -107,6 +114,8 @@ def _decrypt_one(directory: Path, private_key, out_dir: Path) -> tuple[str, str,
             shutil.rmtree(target)
         tmp.rename(target)
         tmp = None
+        if name not in noted:  # a stale note from an earlier run no longer applies
+            (out_dir / f"{name}.rejected").unlink(missing_ok=True)
         return name, crypto.SignatureStatus.VALID.value, None
     except (_RejectedError, OSError) as err:
         status, reason = (
@@ -115,9 +124,10 @@ def _decrypt_one(directory: Path, private_key, out_dir: Path) -> tuple[str, str,
             else (FAILED, f"cannot read or write a file ({err.strerror or err})")
         )
         try:
-            (out_dir / f"{name}.rejected").write_text(
-                f"{status}: {reason}\nsource: {directory}\n", encoding="utf-8"
-            )
+            mode = "a" if name in noted else "w"
+            with (out_dir / f"{name}.rejected").open(mode, encoding="utf-8") as note:
+                note.write(f"{status}: {reason}\nsource: {directory}\n")
+            noted.add(name)
         except OSError:
             pass  # the summary line still reports it
         return name, status, reason
@@ -151,6 +161,9 @@ def decrypt_command(
     except ProtocolError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:
+        click.echo(f"Error: cannot read {key_file}: {err.strerror or err}", err=True)
+        sys.exit(2)
     directories = find_submission_dirs(path)
     if not directories:
         click.echo(f"Error: no submission.xml found under {path}", err=True)
@@ -161,8 +174,9 @@ def decrypt_command(
         click.echo(f"Error: cannot create {out_dir}: {err.strerror or err}", err=True)
         sys.exit(2)
     failures = 0
+    noted: set[str] = set()
     for directory in directories:
-        name, status, reason = _decrypt_one(directory, private_key, out_dir)
+        name, status, reason = _decrypt_one(directory, private_key, out_dir, noted)
         failures += status != crypto.SignatureStatus.VALID.value
         click.echo(f"{name}\t{status}" + (f"\t{reason}" if reason else ""))
     click.echo(f"{len(directories) - failures} valid, {failures} rejected", err=True)

@@ -13,7 +13,10 @@ from sync_protocol.errors import ProtocolError
 
 def read_passphrase(path: Path) -> bytes:
     """A passphrase file's content without its trailing newline (as editors save it)."""
-    data = path.read_bytes().rstrip(b"\r\n")
+    try:
+        data = path.read_bytes().rstrip(b"\r\n")
+    except OSError as err:
+        raise click.UsageError(f"{path}: cannot read the passphrase file.") from err
     if not data:
         raise click.UsageError(f"{path}: the passphrase file is empty.")
     return data
@@ -68,7 +71,10 @@ def generate_command(out_dir: Path, passphrase_file: Path, bits: int, force: boo
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def public_command(key_file: Path, passphrase_file: Path | None) -> None:
     """Print the base64 public key an XForm's base64RsaPublicKey needs."""
-    data = key_file.read_bytes()
+    try:
+        data = key_file.read_bytes()
+    except OSError as err:
+        raise click.ClickException(f"cannot read {key_file}: {err.strerror or err}") from err
     try:
         if b"PRIVATE KEY" in data or data.lstrip().startswith(b"{"):
             passphrase = read_passphrase(passphrase_file) if passphrase_file else None

@@ -207,3 +207,35 @@ def test_decrypt__real_entry_point__wrong_passphrase_one_line(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "passphrase" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_decrypt__rerun_after_missing_file_arrives__stale_note_removed(tmp_path):
+    """Should drop an earlier run's .rejected note once the submission decrypts validly."""
+    src = _copy(tmp_path, "gen-03-media-2")
+    sub = src / "gen-03-media-2"
+    photo = sub / "1736935200123.jpg.enc"
+    kept = photo.read_bytes()
+    photo.unlink()
+    out = tmp_path / "out"
+    args = ["decrypt", str(sub), "--key", str(COLLECT_KEY), "--out", str(out)]
+    note = out / "651e6fb6-bb9a-4e0d-b50d-9c149b91b386.rejected"
+    assert CliRunner().invoke(main, args).exit_code == 1
+    assert note.read_text().startswith("cannot-verify:")
+    photo.write_bytes(kept)
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert [p.name for p in out.iterdir()] == ["651e6fb6-bb9a-4e0d-b50d-9c149b91b386"]
+
+
+def test_decrypt__two_bad_copies_of_one_instance__both_reasons_in_note(tmp_path):
+    """Should keep every reason when two rejected directories share an instanceID."""
+    src = _copy(tmp_path, "neg-01-tampered-media")
+    shutil.copytree(src / "neg-01-tampered-media", src / "copy")
+    (src / "copy" / "1736935260456.m4a.enc").unlink()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["decrypt", str(src), "--key", str(COLLECT_KEY), "--out", str(out)]
+    )
+    assert result.exit_code == 1
+    text = (out / "651e6fb6-bb9a-4e0d-b50d-9c149b91b386.rejected").read_text()
+    assert "cannot-verify:" in text and "invalid:" in text
+    assert text.count("source: ") == 2
