@@ -221,7 +221,15 @@ def build_document(server_url: str = "/api/v1") -> dict[str, Any]:
         op["responses"][str(r.status)] = ok
         errors = {"400": "Invalid request", "404": "Not found"}
         if r.role is not None:
-            errors |= {"401": "Not signed in", "403": "Role too low or CSRF token missing"}
+            errors |= {
+                "401": "Not signed in",
+                "403": "Role too low or CSRF token missing",
+                "429": "Too many failed sign-ins from this client",
+            }
+        if r.tag in {"cases", "custody"}:
+            errors["503"] = "Case services not installed on this server"
+        if r.body_kind == "multipart":
+            errors["413"] = "Upload larger than the server accepts"
         for code, text in errors.items():
             op["responses"][code] = {
                 "description": text,

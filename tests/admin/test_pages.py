@@ -213,3 +213,12 @@ def test_key__wrong_passphrase__message_and_still_locked(
     )
     assert ok.status_code == 200 and b"Key unlocked" in ok.data
     assert cases.unlocked == {pid}
+
+
+def test_login__repeated_failures__rate_limited(make_app: Any, world: World) -> None:
+    client = make_app(AUTH_FAIL_LIMIT=3).test_client()
+    for _ in range(3):
+        assert login(client, "admin", "wrong").status_code == 401
+    resp = login(client, "admin")  # even the right password waits now
+    assert resp.status_code == 429
+    assert b"Too many failed sign-in attempts" in resp.data
