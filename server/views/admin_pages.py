@@ -486,3 +486,44 @@ def export(db: Session, user: WebUser, project_id: int) -> Any:
     if fmt:
         return core.export_response(db, user, p, fmt, request.args.get("wide") == "1")
     return render_template("admin/export.html", user=user, project=p)
+
+
+# ---------------------------------------------------------------- web users (admin)
+
+
+@bp.get("/users")
+@page(ADMIN)
+def users(db: Session, user: WebUser) -> Any:
+    rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
+    return render_template(
+        "admin/users.html", user=user, users=rows, roles=[r.value for r in Role], created=None
+    )
+
+
+@bp.post("/users")
+@page(ADMIN)
+def user_create(db: Session, user: WebUser) -> Any:
+    from server.services.users import create_web_user, generate_password
+
+    password = generate_password()
+    new = create_web_user(
+        db,
+        request.form.get("username", ""),
+        password,
+        role=request.form.get("role", VIEWER)
+        if request.form.get("role") in ROLE_VALUES
+        else VIEWER,
+        email=request.form.get("email") or None,
+        realm=current_app.config["DIGEST_REALM"],
+        method=current_app.config["PASSWORD_HASH_METHOD"],
+        actor=core.actor(user),
+    )
+    db.commit()
+    rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
+    return render_template(
+        "admin/users.html", user=user, users=rows, roles=[r.value for r in Role],
+        created={"username": new.username, "password": password},
+    )  # fmt: skip
+
+
+ROLE_VALUES = {r.value for r in Role}

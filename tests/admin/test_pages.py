@@ -222,3 +222,17 @@ def test_login__repeated_failures__rate_limited(make_app: Any, world: World) -> 
     resp = login(client, "admin")  # even the right password waits now
     assert resp.status_code == 429
     assert b"Too many failed sign-in attempts" in resp.data
+
+
+def test_users_page__admin_creates_user_password_shown_once(client: Any, world: World) -> None:
+    login(client, "manager")
+    assert client.get("/admin/users").status_code == 403
+    login(client, "admin")
+    token = page_csrf(client, "/admin/users")
+    resp = client.post(
+        "/admin/users", data={"csrf_token": token, "username": "joy", "role": "viewer"}
+    )
+    password = re.search(rb'id="new-password">([^<]+)<', resp.data).group(1).decode()
+    assert b"new-password" not in client.get("/admin/users").data
+    fresh = client.application.test_client()
+    assert login(fresh, "joy", password).status_code == 302
