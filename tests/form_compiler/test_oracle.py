@@ -96,6 +96,8 @@ def _answers(report: dict, ratings: dict[str, str], *, follow_up: str | None = N
     for domain in report["domains"]:
         for sub, ref in zip(domain["subdomains"], domain["rating_refs"], strict=True):
             answers.append((ref, ratings[sub]))
+        # the survivor's own view: always "1", which must never move the practitioner's score
+        answers.append((domain["survivor_rating_ref"], "1"))
     return {"languages": "none", "answers": [list(a) for a in answers]}
 
 
@@ -191,6 +193,7 @@ def test_oracle__both_engines__load_validate_and_scores_match_python(runs, case)
         read = read_assessment(ET.fromstring(xml), form.report)
         assert read.consent == "yes" and read.assessor == "CW-07", name
         assert read.ratings == ratings, name
+        assert read.survivor_view == dict.fromkeys(expected, "1"), name
         assert re.fullmatch(form.report["case_code_pattern"], read.case_code or ""), name
         for domain_id, want in expected.items():
             got = read.device_scores[domain_id]
