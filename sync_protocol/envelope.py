@@ -169,8 +169,9 @@ def _entity(el: ET.Element) -> EntityBlock:
     return EntityBlock(
         dataset=(el.get("dataset") or "").strip(),
         entity_id=(el.get("id") or "").strip(),
-        create=(el.get("create") or "").strip() in _TRUE,
-        update=(el.get("update") or "").strip() in _TRUE,
+        # Central: an action is on only for the exact strings "1" or "true"
+        create=el.get("create") in _TRUE,
+        update=el.get("update") in _TRUE,
         base_version=(el.get("baseVersion") or "").strip() or None,
         trunk_version=(el.get("trunkVersion") or "").strip() or None,
         branch_id=(el.get("branchId") or "").strip() or None,

@@ -10,6 +10,9 @@ import click
 from sync_protocol import keys
 from sync_protocol.errors import ProtocolError
 
+#: ODK Central's minimum for managed-key passphrases; the same floor for new keys here
+MIN_PASSPHRASE_CHARS = 10
+
 
 def read_passphrase(path: Path) -> bytes:
     """A passphrase file's content without its trailing newline (as editors save it)."""
@@ -40,6 +43,10 @@ def keys_group() -> None:
 def generate_command(out_dir: Path, passphrase_file: Path, bits: int, force: bool) -> None:
     """Write DIR/private.pem (passphrase-encrypted PKCS#8, mode 0600) and DIR/public.pem."""
     passphrase = read_passphrase(passphrase_file)
+    if len(passphrase.decode("utf-8", "replace")) < MIN_PASSPHRASE_CHARS:
+        raise click.UsageError(
+            f"{passphrase_file}: the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters."
+        )
     private_path, public_path = out_dir / "private.pem", out_dir / "public.pem"
     if private_path.exists() and not force:
         raise click.UsageError(f"{private_path} exists; use --force to replace it.")

@@ -102,3 +102,15 @@ def test_keys_generate__real_entry_point__0600_and_usable_with_decrypt(tmp_path)
     assert key.key_size == 3072
     assert b"PRIVATE" not in (tmp_path / "k" / "public.pem").read_bytes()
     assert "-----BEGIN" not in proc.stdout  # no key material on the terminal
+
+
+def test_keys_generate__short_passphrase__usage_error_no_files(tmp_path):
+    """Should refuse a passphrase under 10 characters (Central's floor) before writing keys."""
+    pw = tmp_path / "pw.txt"
+    pw.write_text("short\n")
+    result = CliRunner().invoke(
+        main, ["keys", "generate", "--out", str(tmp_path / "k"), "--passphrase-file", str(pw)]
+    )
+    assert result.exit_code == 2
+    assert "at least 10 characters" in result.output
+    assert not (tmp_path / "k").exists()

@@ -158,3 +158,17 @@ def test_parse__surrogate_pair_references__joined_to_one_character():
     lone = raw.replace(b"&#55357;&#56832;", b"&#56832;")
     with pytest.raises(MalformedXMLError):
         parse_submission(lone)
+
+
+@pytest.mark.parametrize(
+    ("create", "expected"), [("1", True), ("true", True), ("True", False), ("yes", False)]
+)
+def test_parse__entity_action_flags__exact_strings_like_central(create, expected):
+    """Should turn an action on only for the exact strings "1" or "true"."""
+    xml = (
+        '<data id="f"><meta><instanceID>uuid:1</instanceID>'
+        f'<entity dataset="cases" id="uuid:x" create="{create}"><label>L</label></entity>'
+        "</meta></data>"
+    ).encode()
+    (entity,) = parse_submission(xml).entities
+    assert entity.create is expected and entity.update is False

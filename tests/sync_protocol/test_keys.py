@@ -96,3 +96,59 @@ def test_public_key_b64__xform_form__der_spki(key):
     assert keys.fingerprint(loaded) == keys.fingerprint(key)
     assert keys.fingerprint(keys.load_public_key(b64.encode())) == keys.fingerprint(key)
     assert keys.fingerprint(keys.load_public_key(keys.public_key_pem(key))) == keys.fingerprint(key)
+
+
+def test_load_private_key__traditional_encrypted_pkcs1__with_passphrase(key):
+    """Should open an OpenSSL 'Proc-Type: 4,ENCRYPTED' PKCS#1 PEM, and refuse it without."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"legacy passphrase"),
+    )
+    assert b"Proc-Type: 4,ENCRYPTED" in pem
+    loaded = keys.load_private_key(pem, b"legacy passphrase")
+    assert keys.fingerprint(loaded) == keys.fingerprint(key)
+    with pytest.raises(WrongPassphraseError):
+        keys.load_private_key(pem, None)
+    with pytest.raises(WrongPassphraseError):
+        keys.load_private_key(pem, b"other passphrase")
+
+
+def test_load_private_key__passphrase_for_plain_key__ignored(key):
+    """Should load an unencrypted PEM even when a passphrase is supplied."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    assert keys.fingerprint(keys.load_private_key(pem, b"unused")) == keys.fingerprint(key)
+
+
+def test_load_private_key__small_or_non_rsa__refused():
+    """Should refuse 1024-bit RSA (KeySizeError) and EC keys (KeyFormatError)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def pem(k):
+        return k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    with pytest.raises(KeySizeError):
+        keys.load_private_key(pem(rsa.generate_private_key(65537, 1024)))  # noqa: S505
+    with pytest.raises(KeyFormatError, match="RSA"):
+        keys.load_private_key(pem(ec.generate_private_key(ec.SECP256R1())))
+
+
+def test_load_private_key__errors__never_echo_key_bytes():
+    """Should keep key material out of every error message."""
+    body = base64.b64encode(b"\x30\x82" + b"A" * 60).decode()
+    bogus = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n".encode()
+    with pytest.raises(KeyFormatError) as err:
+        keys.load_private_key(bogus)
+    assert body[:16] not in str(err.value)
+    archive = (KEYS_DIR / "central-managed.archive.json").read_bytes()
+    with pytest.raises(WrongPassphraseError) as err:
+        keys.load_private_key(archive, b"wrong wrong wrong")
+    assert "privkey" not in str(err.value) and "{" not in str(err.value)
