@@ -360,9 +360,16 @@ def publish_upload_or_context(
     if xml is not None:
         version, created = publish_form(db, store, project, xml, actor=actor(user))
     else:
-        version, created = publish_context(
-            db, store, project, current_app.config, context or "", actor=actor(user)
-        )
+        from form_compiler.errors import CompilerError
+        from server.errors import PublishError
+
+        try:
+            version, created = publish_context(
+                db, store, project, current_app.config, context or "", actor=actor(user)
+            )
+        except CompilerError as err:
+            # the designer-facing "file:line: message" is what an admin needs to fix it
+            raise PublishError(f"The context does not compile: {err}") from err
     db.commit()
     return version.form, created
 

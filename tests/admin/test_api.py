@@ -263,3 +263,22 @@ def test_unrouted_api_paths__json_errors(client: Any) -> None:
     assert missing.status_code == 404 and missing.get_json()["code"] == 404
     wrong_method = client.put("/api/v1/projects")
     assert wrong_method.status_code == 405 and wrong_method.get_json()["code"] == 405
+
+
+def test_publish__instrument_context__compiled_and_published(
+    api: dict[str, Api], world: World, app: Any
+) -> None:
+    from pathlib import Path
+
+    from server.services.publishing import list_contexts
+
+    context = list_contexts(Path(app.config["INSTRUMENTS_DIR"]))[0]
+    resp = api["manager"]("POST", f"/projects/{world.project_a}/forms", json={"context": context})
+    assert resp.status_code == 201, resp.get_json()
+    form = resp.get_json()["form"]
+    assert form["state"] == "open" and form["current_version"]["md5"]
+    unknown = api["manager"](
+        "POST", f"/projects/{world.project_a}/forms", json={"context": "no-such-context"}
+    )
+    assert unknown.status_code == 400
+    assert unknown.get_json()["message"]
