@@ -47,7 +47,7 @@ from sync_protocol.constants import (
     SUBMISSION_XML,
 )
 from sync_protocol.envelope import EncryptedEnvelope
-from sync_protocol.errors import DecryptionError, MissingFileError
+from sync_protocol.errors import DecryptionError, MissingFileError, SignatureError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -91,6 +91,23 @@ class DecryptedSubmission:
     #: plaintext name (``x.jpg``) -> bytes, in manifest order
     media: dict[str, bytes] = field(default_factory=dict)
     signature: SignatureStatus = SignatureStatus.CANNOT_VERIFY
+
+    def require_valid(self) -> DecryptedSubmission:
+        """Return self if the signature is VALID, else raise :class:`SignatureError`.
+
+        The one-line guard for code that is about to use the plaintext as good data.
+        """
+        if self.signature is SignatureStatus.INVALID:
+            raise SignatureError(
+                "The submission's signature does not match its files: they were altered in "
+                "transit or storage, or do not belong together."
+            )
+        if self.signature is not SignatureStatus.VALID:
+            raise SignatureError(
+                "The submission's signature cannot be checked (a file is missing or the "
+                "manifest carries no signature)."
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- primitives

@@ -74,3 +74,9 @@ class MissingFileError(DecryptionError):
     """A file the manifest names has not been received."""
 
     code = "DECRYPTION_MISSING_FILE"
+
+
+class SignatureError(DecryptionError):
+    """The submission decrypted, but its signature is invalid or cannot be checked."""
+
+    code = "DECRYPTION_SIGNATURE"

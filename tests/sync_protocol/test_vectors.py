@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sync_protocol import crypto, envelope, keys
-from sync_protocol.errors import DecryptionError
+from sync_protocol.errors import DecryptionError, SignatureError
 from tests.sync_protocol.vectors import KEYS_DIR, VECTORS_DIR, Vector, decryptable_vectors
 
 VECTORS = decryptable_vectors()
@@ -32,6 +32,8 @@ def test_decrypt__collect_vector__byte_exact_plaintext(vector: Vector):
     assert isinstance(env, envelope.EncryptedEnvelope)
     result = crypto.decrypt_submission(env, keys.load_private_key(vector.key_pem), vector.files())
     assert result.xml == vector.plaintext("submission.xml")
+    if result.signature is crypto.SignatureStatus.VALID:
+        assert result.require_valid() is result
     for name, data in result.media.items():
         assert data == vector.plaintext(name), name
     if vector.name == "fixture-central-collect-v1.22.4":
@@ -51,6 +53,8 @@ def test_decrypt__tampered_media__signature_invalid():
     assert result.signature is crypto.SignatureStatus.INVALID
     photo = next(n for n in result.media if n.endswith(".jpg"))
     assert result.media[photo] != vector.plaintext(photo)
+    with pytest.raises(SignatureError, match="does not match"):
+        result.require_valid()
 
 
 def test_decrypt__truncated_ciphertext__decryption_error():
@@ -71,6 +75,8 @@ def test_decrypt__missing_media__cannot_verify():
     result = crypto.decrypt_submission(env, keys.load_private_key(vector.key_pem), files)
     assert result.signature is crypto.SignatureStatus.CANNOT_VERIFY
     assert result.xml == vector.plaintext("submission.xml")
+    with pytest.raises(SignatureError, match="cannot be checked"):
+        result.require_valid()
 
 
 def test_decrypt__wrong_key__decryption_error_without_key_material():
