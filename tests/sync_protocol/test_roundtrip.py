@@ -118,3 +118,32 @@ def test_decrypt_stream__truncated__error(cut):
         crypto.decrypt_stream(io.BytesIO(ct), io.BytesIO(), aes, iv)
     with pytest.raises(DecryptionError):
         crypto.decrypt_bytes(ct, aes, iv)
+
+
+# XML-legal text without surrounding whitespace (Collect never pads ids; text is stripped)
+_xml_text = (
+    st.text(
+        alphabet=st.characters(
+            blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"
+        ),
+        min_size=1,
+        max_size=20,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(form_id=_xml_text, version=st.one_of(st.none(), _xml_text), instance_id=_xml_text)
+def test_roundtrip__random_metadata__manifest_parses_back_and_signature_valid(
+    form_id, version, instance_id
+):
+    """Should escape ids with <, &, quotes and non-ASCII so the manifest parses to the same values."""
+    manifest, files = crypto.encrypt_submission(
+        b"<d/>", KEY.public_key(), form_id=form_id, version=version, instance_id=instance_id
+    )
+    env = parse_submission(manifest)
+    assert (env.form_id, env.version, env.instance_id) == (form_id, version, instance_id)
+    result = crypto.decrypt_submission(env, KEY, files)
+    assert result.require_valid().xml == b"<d/>"
