@@ -91,8 +91,10 @@ class Context:
     texts: dict[str, str] = field(default_factory=dict)
 
 
-def _err(rule: str, detail: str, file: str, node: Any) -> ContextRuleError:
+def _err(rule: str, detail: str, file: str, node: Any, key: str | None = None) -> ContextRuleError:
     line = getattr(node, "line", None)
+    if key is not None and isinstance(node, Node):
+        line = node.line_of(key)  # the offending member's own line
     return ContextRuleError(f"{rule}: {detail} ({RULES[rule]})", file=file, line=line)
 
 
@@ -116,9 +118,9 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
         raise _err("CTX009", "the context must be a JSON object", file, None)
     for key in data:
         if key in _FORBIDDEN:
-            raise _err("CTX001", f'"{key}" cannot be set by a context', file, data)
+            raise _err("CTX001", f'"{key}" cannot be set by a context', file, data, key)
         if key not in _ALLOWED:
-            raise _err("CTX009", f'unknown field "{key}"', file, data)
+            raise _err("CTX009", f'unknown field "{key}"', file, data, key)
     inst_ref = data.get("instrument", {})
     if inst_ref.get("id", instrument.id) != instrument.id or (
         "major" in inst_ref and int(inst_ref["major"]) != int(instrument.version.split(".")[0])
@@ -154,19 +156,20 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
     wording = data.get("wording", {})
     for key in wording:
         if key.startswith("scale."):
-            raise _err("CTX003", f'"{key}" cannot be reworded by a context', file, wording)
+            raise _err("CTX003", f'"{key}" cannot be reworded by a context', file, wording, key)
         if key not in instrument.texts:
             raise _err(
                 "CTX002",
                 f'"{key}" is not a text of {instrument.id} {instrument.version}',
                 file,
                 wording,
+                key,
             )
 
     choices = data.get("choices", {})
     for list_name, items in choices.items():
         if list_name not in {"casework_type", "office"}:
-            raise _err("CTX007", f'"{list_name}"', file, choices)
+            raise _err("CTX007", f'"{list_name}"', file, choices, list_name)
         for item in items:
             if not re.match(r"^[a-z0-9_]{1,40}$", item.get("value", "")) or not item.get("label"):
                 raise _err(
@@ -180,10 +183,11 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
 
     closure = data.get("closure", {})
     if set(closure) - {"threshold", "note"}:
-        raise _err("CTX001", "closure may only set its threshold", file, closure)
+        bad = next(k for k in closure if k not in {"threshold", "note"})
+        raise _err("CTX001", "closure may only set its threshold", file, closure, bad)
     threshold = float(closure.get("threshold", instrument.scoring.closure["threshold"]))
     if not 1.0 <= threshold <= 4.0:
-        raise _err("CTX005", f"threshold {threshold}", file, closure or data)
+        raise _err("CTX005", f"threshold {threshold}", file, closure or data, "threshold")
 
     local = []
     seen: set[str] = set()

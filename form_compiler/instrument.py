@@ -292,7 +292,7 @@ def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
             raise InstrumentError(
                 f'a wording pack may not set "{key}": it replaces wording, never structure',
                 file=file,
-                line=pack.line,
+                line=pack.line_of(key),
             )
     if pack.get("instrument") != instrument.id:
         raise InstrumentError(
@@ -307,12 +307,14 @@ def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
             raise InstrumentError(
                 f'unknown subdomain "{sid}": a pack cannot add subdomains',
                 file=file,
-                line=over.line,
+                line=subs_over.line_of(sid),
             )
         for key in over:
             if key not in {"label", "hint", "anchors"}:
                 raise InstrumentError(
-                    f'subdomain {sid}: a pack may not set "{key}"', file=file, line=over.line
+                    f'subdomain {sid}: a pack may not set "{key}"',
+                    file=file,
+                    line=over.line_of(key),
                 )
         if "anchors" in over and not set(over["anchors"]) <= set(POINTS):
             raise InstrumentError(
@@ -320,7 +322,7 @@ def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
             )
     for did, over in doms_over.items():
         if did not in {d.id for d in instrument.domains}:
-            raise InstrumentError(f'unknown domain "{did}"', file=file, line=over.line)
+            raise InstrumentError(f'unknown domain "{did}"', file=file, line=doms_over.line_of(did))
         if set(over) - {"label"}:
             raise InstrumentError(
                 f"domain {did}: a pack may only change the label", file=file, line=over.line

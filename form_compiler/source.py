@@ -1,8 +1,9 @@
 """Reading instrument files as JSON while remembering where each object starts.
 
 Designers need ``file:line: message`` errors. The stdlib decoder does not keep positions, so
-its pure-Python scanner is used with an object hook that records the line of every ``{``;
-each object is returned as a :class:`Node` (a dict with ``.file`` and ``.line``).
+its pure-Python scanner is used with an object hook that records the line of every ``{`` and
+of every member's value; each object is returned as a :class:`Node` (a dict with ``.file``,
+``.line`` and ``.line_of(key)``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ class Node(dict):
 
     file: str = "<memory>"
     line: int = 1
+    #: key -> line its value starts on (set by the loader)
+    key_lines: dict[str, int] = {}
 
     def where(self) -> tuple[str, int]:
         """(file, line) of this object, for error messages."""
         return self.file, self.line
+
+    def line_of(self, key: str) -> int:
+        """The line of ``key``'s value in this object (the object's own line if unknown)."""
+        return self.key_lines.get(key, self.line)
 
 
 def loads_json(text: str, file: str = "<memory>") -> Any:
@@ -41,6 +48,12 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
     def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
         _s, end = s_and_end
         line = bisect.bisect_right(line_starts, end - 1)
+        # JSONObject calls scan_once once per member, at its value: remember where
+        value_starts: list[int] = []
+
+        def scan(string: str, idx: int):
+            value_starts.append(idx)
+            return scan_once(string, idx)
 
         def make(pairs: list[tuple[str, Any]]) -> Node:
             seen: set[str] = set()
@@ -52,9 +65,13 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
                 seen.add(key)
             node = Node(pairs)
             node.file, node.line = file, line
+            node.key_lines = {
+                key: bisect.bisect_right(line_starts, pos)
+                for (key, _value), pos in zip(pairs, value_starts, strict=False)
+            }
             return node
 
-        return json.decoder.JSONObject(s_and_end, strict, scan_once, object_hook, make, memo)
+        return json.decoder.JSONObject(s_and_end, strict, scan, object_hook, make, memo)
 
     decoder = json.JSONDecoder()
     decoder.parse_object = parse_object  # type: ignore[assignment]

@@ -77,7 +77,9 @@ def test_compile__rule_violation__file_line_message_exit_1(tmp_path, instruments
         str(instruments),
     )
     assert result.exit_code == 1
-    assert "contexts/cambodia-forced-labour/context.json:1: CTX001" in result.output
+    lines = path.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if '"scoring"' in text)
+    assert f"contexts/cambodia-forced-labour/context.json:{line}: CTX001" in result.output
 
 
 def test_compile__unknown_context__usage_error(tmp_path, instruments):

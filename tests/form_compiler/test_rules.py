@@ -52,15 +52,28 @@ def test_context__forbidden_change__error_names_file_line_rule(instruments, chan
     assert err.value.line is not None and err.value.line >= 1
 
 
-def test_context__wording_line__points_at_the_object(instruments):
-    """Should report the line of the offending object, not line 1."""
+def test_context__wording_line__points_at_the_offending_key(instruments):
+    """Should report the line of the offending wording entry, not line 1."""
     path = _ctx(instruments)
     edit_json(path, lambda d: d["wording"].update({"NOPE.hint": "x"}))
     lines = path.read_text().splitlines()
-    wording_line = next(i for i, line in enumerate(lines, 1) if '"wording"' in line)
+    bad_line = next(i for i, line in enumerate(lines, 1) if '"NOPE.hint"' in line)
     with pytest.raises(ContextRuleError) as err:
         plan_context(instruments, CTX)
-    assert err.value.line == wording_line
+    assert err.value.line == bad_line
+    assert str(err.value).startswith(f"contexts/{CTX}/context.json:{bad_line}: CTX002")
+
+
+def test_context__forbidden_key__line_of_that_key(instruments):
+    """Should point at the line where the forbidden member is written."""
+    path = _ctx(instruments)
+    edit_json(path, lambda d: d.update(scoring={"method": "sum"}))
+    lines = path.read_text().splitlines()
+    bad_line = next(i for i, line in enumerate(lines, 1) if '"scoring"' in line)
+    assert bad_line > 1
+    with pytest.raises(ContextRuleError) as err:
+        plan_context(instruments, CTX)
+    assert err.value.line == bad_line and "CTX001" in str(err.value)
 
 
 def test_context__bad_json__syntax_error_with_line(instruments):
