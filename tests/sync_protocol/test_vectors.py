@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sync_protocol import crypto, envelope, keys
-from sync_protocol.errors import DecryptionError, SignatureError
+from sync_protocol.errors import DecryptionError, MissingFileError, SignatureError
 from tests.sync_protocol.vectors import KEYS_DIR, VECTORS_DIR, Vector, decryptable_vectors
 
 VECTORS = decryptable_vectors()
@@ -61,7 +61,7 @@ def test_decrypt__truncated_ciphertext__decryption_error():
     """Should refuse a file with its last AES block cut off."""
     (vector,) = [v for v in VECTORS if v.name == "neg-04-truncated-ciphertext"]
     env = envelope.parse_submission(vector.manifest)
-    with pytest.raises(DecryptionError) as err:
+    with pytest.raises(DecryptionError, match="padding") as err:
         crypto.decrypt_submission(env, keys.load_private_key(vector.key_pem), vector.files())
     assert "BEGIN" not in str(err.value)
 
@@ -155,3 +155,41 @@ def test_envelope__manifest_bytes__identical_to_collect():
             signature=env.signature,
         )
         assert rendered == vector.manifest, name
+
+
+def _central_unit(name: str) -> dict:
+    data = json.loads((VECTORS_DIR / "fixture-central-unit-vectors" / "vectors.json").read_text())
+    return data[name]
+
+
+@pytest.mark.parametrize("case", ["end_to_end", "negative_bad_padding"])
+def test_unit_vectors__central_end_to_end__plaintext_or_padding_error(case):
+    """Should decrypt Central's Collect v1.22.4 ciphertext at IV index 1, refuse it unpadded."""
+    vec = _central_unit(case)
+    private = keys.load_private_key((KEYS_DIR / "central-test-priv.pem").read_bytes())
+    aes = crypto.unwrap_key(private, vec["base64EncryptedKey"])
+    iv = crypto.file_ivs(vec["instanceID"], aes, vec["file_index"] + 1)[vec["file_index"]]
+    ciphertext = base64.b64decode(vec["ciphertext_base64"])
+    if case == "end_to_end":
+        assert crypto.decrypt_bytes(ciphertext, aes, iv) == vec["plaintext"].encode("utf-8")
+    else:
+        with pytest.raises(DecryptionError):
+            crypto.decrypt_bytes(ciphertext, aes, iv)
+
+
+def test_envelope_only__central_fixture__parsed_and_missing_files_reported():
+    """Should accept a real envelope whose files have not arrived, and say which is missing."""
+    case = VECTORS_DIR / "fixture-central-envelope-only"
+    exp = json.loads((case / "expected.json").read_text())
+    env = envelope.parse_submission((case / "submission.xml").read_bytes())
+    assert isinstance(env, envelope.EncryptedEnvelope)
+    assert (env.form_id, env.version, env.instance_id) == (
+        exp["formId"],
+        exp["version"],
+        exp["instanceID"],
+    )
+    assert list(env.media) == exp["manifest"]["media_in_manifest_order"]
+    assert env.encrypted_xml_file == exp["manifest"]["encryptedXmlFile"] and env.signature
+    private = keys.load_private_key((KEYS_DIR / "central-test-priv.pem").read_bytes())
+    with pytest.raises(MissingFileError, match=r"submission\.xml\.enc"):
+        crypto.decrypt_submission(env, private, {})
