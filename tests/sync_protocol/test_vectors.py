@@ -193,3 +193,15 @@ def test_envelope_only__central_fixture__parsed_and_missing_files_reported():
     private = keys.load_private_key((KEYS_DIR / "central-test-priv.pem").read_bytes())
     with pytest.raises(MissingFileError, match=r"submission\.xml\.enc"):
         crypto.decrypt_submission(env, private, {})
+
+
+def test_decrypt__gen02_manifest_in_legacy_encoding__same_result():
+    """Should give VALID for gen-02 when its manifest is written the pre-2025.3 way (&#NNNN;)."""
+    (vector,) = [v for v in VECTORS if v.name == "gen-02-unicode"]
+    text = vector.manifest.decode("utf-8")
+    legacy_character_references = "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in text)
+    assert legacy_character_references != text  # the version really is non-ASCII
+    env = envelope.parse_submission(legacy_character_references.encode("ascii"))
+    assert env == envelope.parse_submission(vector.manifest)
+    result = crypto.decrypt_submission(env, keys.load_private_key(vector.key_pem), vector.files())
+    assert result.require_valid().xml == vector.plaintext("submission.xml")
