@@ -37,6 +37,22 @@ def read_public_key(path: Path) -> str:
     return keys.public_key_b64(key)
 
 
+def _as_typed(err: CompilerError, root: Path, wording_pack: Path | None) -> CompilerError:
+    """Make the error's file a path the designer can open from where they typed the command.
+
+    The compiler names files relative to the instruments folder (``contexts/x/context.json``);
+    prefixing that folder gives ``instruments/contexts/x/context.json:12: ...``.
+    """
+    for e in getattr(err, "errors", None) or [err]:
+        if not e.file:
+            continue
+        if wording_pack is not None and e.file == wording_pack.name:
+            e.file = str(wording_pack)
+        elif not Path(e.file).is_absolute() and (root / e.file).exists():
+            e.file = str(root / e.file)
+    return err
+
+
 def _fail(err: CompilerError) -> None:
     for line in str(err).splitlines():
         click.echo(line, err=True)
@@ -89,6 +105,10 @@ def compile_command(
     root = instruments_dir or default_instruments_dir()
     if bool(context_name) == bool(all_contexts):
         raise click.UsageError("give either --context NAME or --all")
+    if context_name:
+        # accept the folder name, or a path to the folder or to its context.json
+        given = Path(context_name)
+        context_name = given.parent.name if given.name == "context.json" else given.name
     names = list_contexts(root) if all_contexts else [context_name]
     if context_name and context_name not in list_contexts(root):
         known = ", ".join(list_contexts(root)) or "none"
@@ -121,6 +141,7 @@ def compile_command(
                     continue
             form = convert_plan(plan, validate=validate)
         except CompilerError as err:
+            err = _as_typed(err, root, wording_pack)
             failed += 1
             if not all_contexts:
                 _fail(err)

@@ -94,3 +94,19 @@ def test_compile__unknown_context__usage_error(tmp_path, instruments):
 def test_compile__neither_context_nor_all__usage_error(tmp_path):
     """Should ask for --context or --all."""
     assert _run("--out", str(tmp_path)).exit_code == 2
+
+
+def test_compile__context_given_as_path__error_names_openable_file(tmp_path, instruments):
+    """Should accept a context's folder or context.json path and print that file's path."""
+    folder = instruments / "contexts" / "kenya-police-abuse"
+    ok = _run("--context", str(folder), "--out", str(tmp_path / "o"), "--instruments", str(instruments))  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "o" / "aso_ke_pap.xml").exists()
+    path = folder / "context.json"
+    data = json.loads(path.read_text())
+    data["wording"]["SAF9.label"] = "a new subdomain"
+    path.write_text(json.dumps(data, indent=2))
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "SAF9.label" in t)
+    bad = _run("--context", str(path), "--out", str(tmp_path / "o"), "--instruments", str(instruments))  # fmt: skip
+    assert bad.exit_code == 1
+    assert f"{path}:{line}: CTX002" in bad.output
