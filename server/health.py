@@ -141,7 +141,10 @@ def init_app(app: Any) -> None:
     """Register the health blueprint and the 503 handlers (database down, disk full)."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
+    from server import security
+
     app.register_blueprint(bp)
+    security.init_app(app)  # nosniff, frame denial, default CSP, HSTS over https
 
     @app.errorhandler(OperationalError)
     def _db_down(err: OperationalError) -> Any:
