@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_protocol.envelope import EncryptedEnvelope, PlainInstance, parse_submission
-from sync_protocol.errors import MalformedSubmissionError, MalformedXMLError, UnsafeXMLError
+from sync_protocol.errors import (
+    MalformedSubmissionError,
+    MalformedXMLError,
+    ProtocolError,
+    UnsafeXMLError,
+)
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -172,3 +179,40 @@ def test_parse__entity_action_flags__exact_strings_like_central(create, expected
     ).encode()
     (entity,) = parse_submission(xml).entities
     assert entity.create is expected and entity.update is False
+
+
+_FRAGMENTS = [
+    b"<data",
+    b' id="f"',
+    b' encrypted="yes"',
+    b">",
+    b"</data>",
+    b"<meta><instanceID>uuid:1</instanceID></meta>",
+    b"<base64EncryptedKey>AA==</base64EncryptedKey>",
+    b"<media><file>a.jpg.enc</file></media>",
+    b"<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>",
+    b"<!DOCTYPE d>",
+    b'<!ENTITY e "x">',
+    b"&#55357;",
+    b"&#56832;",
+    b"&amp;",
+    b"\xff",
+    b"<?xml version='1.0' ?>",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map(b"".join),
+    )
+)
+def test_parse__arbitrary_bytes__only_protocol_errors(data):
+    """Should answer any byte string with a result or a ProtocolError, never another exception."""
+    try:
+        result = parse_submission(data)
+    except ProtocolError as err:
+        assert str(err)  # a message for the field worker
+    else:
+        assert result.form_id and result.instance_id
