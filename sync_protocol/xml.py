@@ -70,6 +70,8 @@ def parse_xml(data: bytes) -> ET.Element:
         raise UnsafeXMLError(
             "The XML declares a DTD or entities, which this server refuses for safety."
         ) from err
+    except LookupError as err:  # <?xml encoding="..."?> names a codec Python does not have
+        raise MalformedXMLError("The XML declares a character encoding that is not known.") from err
     except ET.ParseError as err:
         line, column = getattr(err, "position", (None, None))
         where = f" (line {line}, column {column})" if line else ""

@@ -198,6 +198,7 @@ _FRAGMENTS = [
     b"&amp;",
     b"\xff",
     b"<?xml version='1.0' ?>",
+    b"<?xml version='1.0' encoding='no-such-codec' ?>",
 ]
 
 
@@ -216,3 +217,9 @@ def test_parse__arbitrary_bytes__only_protocol_errors(data):
         assert str(err)  # a message for the field worker
     else:
         assert result.form_id and result.instance_id
+
+
+def test_parse__unknown_encoding_declared__malformed_not_lookup_error():
+    """Should answer an unknown encoding declaration with MalformedXMLError."""
+    with pytest.raises(MalformedXMLError, match="encoding"):
+        parse_submission(b'<?xml version="1.0" encoding="foo-bar"?><data id="f"/>')
