@@ -340,3 +340,7 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# case tables live in their own module; imported here so Base.metadata holds every table
+from server import models_cases  # noqa: E402, F401
