@@ -156,6 +156,8 @@ def _load_central_archive(data: bytes, passphrase: bytes | None) -> rsa.RSAPriva
         salt = base64.b64decode(archive["salt"])
         iv = base64.b64decode(archive["iv"])
         ciphertext = base64.b64decode(archive["privkey"])
+        if len(iv) != 16 or not salt or not ciphertext or len(ciphertext) % 16:
+            raise ValueError("archive fields of the wrong size")
     except (ValueError, KeyError, TypeError) as err:
         raise KeyFormatError("The key archive is not an ODK Central managed-key archive.") from err
     if not passphrase:

@@ -7,9 +7,16 @@ import subprocess
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_protocol import keys
-from sync_protocol.errors import KeyFormatError, KeySizeError, WrongPassphraseError
+from sync_protocol.errors import (
+    KeyFormatError,
+    KeySizeError,
+    ProtocolError,
+    WrongPassphraseError,
+)
 from tests.sync_protocol.vectors import KEYS_DIR
 
 pytestmark = pytest.mark.skipif(not KEYS_DIR.is_dir(), reason="shared vectors missing")
@@ -152,3 +159,38 @@ def test_load_private_key__errors__never_echo_key_bytes():
     with pytest.raises(WrongPassphraseError) as err:
         keys.load_private_key(archive, b"wrong wrong wrong")
     assert "privkey" not in str(err.value) and "{" not in str(err.value)
+
+
+_KEYISH = [
+    b"{",
+    b"}",
+    b'"salt": "AA==", ',
+    b'"iv": "AA==", ',
+    b'"iv": "AAAAAAAAAAAAAAAAAAAAAA==", ',
+    b'"privkey": "AAAA"',
+    b"-----BEGIN RSA PRIVATE KEY-----\n",
+    b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n",
+    b"-----BEGIN PUBLIC KEY-----\n",
+    b"Proc-Type: 4,ENCRYPTED\n",
+    b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n",
+    b"-----END RSA PRIVATE KEY-----\n",
+    b"-----END PUBLIC KEY-----\n",
+    b"\xff",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.one_of(st.binary(max_size=120), st.lists(st.sampled_from(_KEYISH)).map(b"".join)),
+    passphrase=st.one_of(st.none(), st.just(b"some passphrase")),
+)
+def test_load_keys__arbitrary_bytes__only_protocol_errors(data, passphrase):
+    """Should answer any key file with a key or a ProtocolError (one clear line, no traceback)."""
+    for load in (
+        lambda: keys.load_private_key(data, passphrase),
+        lambda: keys.load_public_key(data),
+    ):
+        try:
+            load()
+        except ProtocolError as err:
+            assert str(err)
