@@ -103,3 +103,42 @@ def read_assessment(root: ET.Element, report: Mapping[str, Any]) -> Assessment:
         if comment:
             assessment.survivor_comments[did] = comment
     return assessment
+
+
+def build_instance(
+    report: Mapping[str, Any],
+    answers: Mapping[str, str],
+    *,
+    instance_id: str,
+    entity: Mapping[str, str] | None = None,
+    deprecated_id: str | None = None,
+) -> bytes:
+    """A submission instance for the form ``report`` describes, as Collect serialises one.
+
+    Used to produce fictional demo data and test submissions through the real path (the
+    result is then encrypted like Collect does). ``answers`` maps absolute refs to values.
+    ``entity`` holds the ``meta/entity`` attributes (``dataset``, ``id``, ``create`` ...)
+    and an optional ``label``.
+    """
+    root = ET.Element("data", {"id": report["form_id"], "version": report["version"]})
+    nodes: dict[str, ET.Element] = {"/data": root}
+
+    def node(ref: str) -> ET.Element:
+        if ref in nodes:
+            return nodes[ref]
+        parent_ref, _, name = ref.rpartition("/")
+        el = ET.SubElement(node(parent_ref), name)
+        nodes[ref] = el
+        return el
+
+    for ref, value in answers.items():
+        node(ref).text = str(value)
+    meta = node("/data/meta")
+    if entity:
+        attrs = {k: str(v) for k, v in entity.items() if k != "label"}
+        ent = ET.SubElement(meta, "entity", attrs)
+        ET.SubElement(ent, "label").text = entity.get("label", "")
+    ET.SubElement(meta, "instanceID").text = instance_id
+    if deprecated_id:
+        ET.SubElement(meta, "deprecatedID").text = deprecated_id
+    return b"<?xml version='1.0' encoding='UTF-8' ?>" + ET.tostring(root, encoding="utf-8")
