@@ -195,19 +195,34 @@ class Bar:
 
 
 def bar_chart(
-    title: str, bars: Sequence[Bar], *, vmax: float = SCALE_MAX, vmin: float = 0.0
+    title: str,
+    bars: Sequence[Bar],
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = "{:.2f}",
 ) -> Markup:
-    """A horizontal bar chart; suppressed cells are drawn as a hatched outline, not a value."""
-    row_h, left, width = 26, 220, 640
-    plot_w = width - left - 90
+    """A horizontal bar chart from a zero line (negative values go left: change since intake
+    can be a decline); suppressed cells are drawn as a dashed outline with words, no value."""
+    values = [b.value for b in bars if b.value is not None and not b.suppressed]
+    lo = min([0.0, *values]) if vmin is None else vmin
+    hi = max([0.0, *values]) if vmax is None else vmax
+    if hi == lo:
+        hi = lo + 1.0
+    row_h, left, width = 26, 240, 680
+    plot_w = width - left - 110
     height = 40 + row_h * max(len(bars), 1)
+
+    def x(v: float) -> float:
+        return left + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w
+
+    zero = x(0.0)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bars" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
         f"<title>{escape(title)}</title>",
         f'<text x="4" y="18" class="chart-title">{escape(title)}</text>',
     ]
-    span = (vmax - vmin) or 1.0
     for i, b in enumerate(bars):
         yy = 30 + i * row_h
         parts.append(
@@ -221,12 +236,17 @@ def bar_chart(
                 f"suppressed (fewer than 5 cases)</text>"
             )
             continue
-        w = max(0.0, min(1.0, (b.value - vmin) / span)) * plot_w
+        end = x(b.value)
+        x0, w = min(zero, end), abs(end - zero)
         n_text = f" (n={b.n})" if b.n is not None else ""
         parts.append(
-            f'<rect class="bar" x="{left}" y="{yy + 2}" width="{w:.1f}" height="{row_h - 8}" '
-            f'fill="#1b4f72"/><text class="bar-value" x="{left + w + 6:.1f}" y="{yy + 15}">'
-            f"{b.value:.2f}{escape(n_text)}</text>"
+            f'<rect class="bar" x="{x0:.1f}" y="{yy + 2}" width="{w:.1f}" height="{row_h - 8}" '
+            f'fill="#1b4f72"/><text class="bar-value" x="{max(zero, end) + 6:.1f}" '
+            f'y="{yy + 15}">{escape(fmt.format(b.value))}{escape(n_text)}</text>'
         )
+    parts.append(
+        f'<line class="zero" x1="{zero:.1f}" x2="{zero:.1f}" y1="26" y2="{height - 6}" '
+        f'stroke="#000" stroke-width="1"/>'
+    )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (every data value above is escaped)

@@ -442,32 +442,59 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
     return redirect(url_for("admin.review", project_id=p.id))
 
 
+_CELL_META = {"n", "count", "id", "label", "name", "group", "key", "suppressed", "domain"}
+
+
 def aggregate_charts(agg: Any) -> list[Any]:
-    """One bar chart per grouping (casework type, office) from the aggregates object."""
-    charts = []
-    groups = _get(agg, "groups", "by", default=None)
-    if groups is None:
-        groups = {
-            k: v
-            for k, v in (core.jsonable(agg) or {}).items()
-            if isinstance(v, dict | list) and k not in {"project_id"}
-        }
+    """Bar charts from the aggregates: one per grouping (casework type, office...) and metric.
+
+    A cell is ``{label, n, suppressed, <metric>: number | {domain: number}}``; a metric that is
+    a mapping gives one bar per group and domain. Suppressed cells stay in every chart, drawn
+    as suppressed, so a reader sees the group exists but not its figures.
+    """
+    data = core.jsonable(agg) or {}
+    groups = (
+        data.get("groups")
+        or data.get("by")
+        or {k: v for k, v in data.items() if isinstance(v, dict | list) and k != "project_id"}
+    )
+    charts: dict[tuple[str, str], list[Bar]] = {}
     for gname, cells in groups.items() if isinstance(groups, dict) else []:
-        bars: list[Bar] = []
         rows = cells.items() if isinstance(cells, dict) else enumerate(cells)
         for key, cell in rows:
-            label = str(_get(cell, "label", "name", "group", default=key))
-            domain = _get(cell, "domain", default=None)
-            if domain:
-                label = f"{label} · {domain}"
-            value = _get(cell, "mean", "value", "score", default=None)
-            n = _get(cell, "n", "count", default=None)
-            suppressed = bool(_get(cell, "suppressed", default=False)) or value is None
-            bars.append(Bar(label, None if suppressed else float(value), n, suppressed))
-        if bars:
-            title = str(gname).replace("_", " ")
-            charts.append(bar_chart(f"Mean domain score {title}", bars))
-    return charts
+            if not isinstance(cell, dict):
+                continue
+            label = str(cell.get("label") or cell.get("name") or cell.get("group") or key)
+            if cell.get("domain"):
+                label = f"{label} · {cell['domain']}"
+            n = cell.get("n", cell.get("count"))
+            suppressed = bool(cell.get("suppressed"))
+            for metric, value in cell.items():
+                if metric in _CELL_META or isinstance(value, bool):
+                    continue
+                items = value.items() if isinstance(value, dict) else [(None, value)]
+                for sub, v in items:
+                    if v is not None and not isinstance(v, int | float):
+                        continue
+                    bar_label = f"{label} · {sub}" if sub else label
+                    hide = suppressed or v is None
+                    charts.setdefault((str(gname), metric), []).append(
+                        Bar(bar_label, None if hide else float(v), n, hide)
+                    )
+    out = []
+    for (gname, metric), bars in charts.items():
+        title = f"{metric.replace('_', ' ').capitalize()} — {gname.replace('_', ' ')}"
+        values = [abs(b.value) for b in bars if b.value is not None]
+        if "share" in metric or "rate" in metric:  # a proportion: always on 0-100 %
+            out.append(bar_chart(title, bars, fmt="{:.0%}", vmin=0.0, vmax=1.0))
+        elif "change" in metric:  # symmetric around 0 so gains and losses compare
+            span = max([0.5, *values])
+            out.append(bar_chart(title, bars, vmin=-span, vmax=span, fmt="{:+.2f}"))
+        elif "days" in metric:
+            out.append(bar_chart(title, bars, fmt="{:.0f} days"))
+        else:
+            out.append(bar_chart(title, bars))
+    return out
 
 
 @bp.get("/projects/<int:project_id>/impact")

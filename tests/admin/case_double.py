@@ -61,11 +61,14 @@ class ReviewItem:
 
 @dataclass
 class Cell:
+    """One group's figures; with n < 5 every figure is None and suppressed is True."""
+
     label: str
-    domain: str
-    mean: float | None
     n: int
     suppressed: bool
+    mean_change: dict[str, float | None] | None
+    share_closure_ready: float | None
+    median_days_to_closure: float | None
 
 
 @dataclass
@@ -168,11 +171,16 @@ class CaseWorld:
         self.resolved.append((item_id, action, case_id, actor))
 
     def aggregates(self, session: Any, project_id: int) -> Aggregates:
+        def cell(label: str, n: int, change: float, share: float, days: float) -> Cell:
+            if n < 5:
+                return Cell(label, n, True, None, None, None)
+            return Cell(label, n, False, {"Safety": change, "Mental wellbeing": change / 2},
+                        share, days)  # fmt: skip
+
         return Aggregates(groups={
-            "by casework type": [Cell("forced labour", "Safety", 2.4, 12, False),
-                                 Cell("csx", "Safety", None, 3, True)],
-            "by office": [Cell("CEB", "Safety", 2.9, 8, False),
-                          Cell("KLA", "Safety", None, 2, True)],
+            "casework type": [cell("forced labour", 12, 0.8, 0.25, 210),
+                              cell("csx", 3, 0, 0, 0)],
+            "office": [cell("CEB", 8, -0.2, 0.5, 180), cell("KLA", 2, 0, 0, 0)],
         })  # fmt: skip
 
     def pending_backlog(self, session: Any, project_id: int) -> int:

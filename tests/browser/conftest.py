@@ -163,8 +163,14 @@ def screenshot(driver: Any, name: str) -> None:
     """Save the page as docs/screenshots/<name>.png when KINTSUGI_SCREENSHOTS=1."""
     if os.environ.get("KINTSUGI_SCREENSHOTS") != "1":
         return
+    import base64
+
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(700, min(int(height) + 40, 2400)))
-    driver.save_screenshot(str(SCREENSHOT_DIR / f"{name}.png"))
-    driver.set_window_size(1280, 1000)
+    # the whole page, not just the viewport (headless windows cannot grow past the screen)
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": 1280, "height": min(int(size["height"]) + 16, 2400),
+            "scale": 1}  # fmt: skip
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    (SCREENSHOT_DIR / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
