@@ -141,4 +141,5 @@ def build_instance(
     ET.SubElement(meta, "instanceID").text = instance_id
     if deprecated_id:
         ET.SubElement(meta, "deprecatedID").text = deprecated_id
-    return b"<?xml version='1.0' encoding='UTF-8' ?>" + ET.tostring(root, encoding="utf-8")
+    body = ET.tostring(root, encoding="unicode")
+    return ("<?xml version='1.0' encoding='UTF-8' ?>" + body).encode("utf-8")
