@@ -228,6 +228,7 @@ def build_document(server_url: str = "/api/v1") -> dict[str, Any]:
             }
         if r.tag in {"cases", "custody"}:
             errors["503"] = "Case services not installed on this server"
+            errors["409"] = "The project key is locked (an admin must unlock it first)"
         if r.body_kind == "multipart":
             errors["413"] = "Upload larger than the server accepts"
         for code, text in errors.items():

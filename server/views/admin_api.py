@@ -7,10 +7,11 @@ filters by the project id in the URL, so another project's ids answer 404 like m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -180,6 +181,17 @@ def service(name: str) -> Any:
         raise ServiceUnavailableError(
             "Case management is not installed on this server yet."
         ) from None
+
+
+@contextlib.contextmanager
+def commit_audit_on_failure(db: Session) -> Iterator[None]:
+    """Keep the audit row of a refused key operation (wrong passphrase) before re-raising."""
+    try:
+        yield
+    except ServerError as err:
+        if err.code == "CUSTODY":  # refused before any change: only its audit row is pending
+            db.commit()
+        raise
 
 
 def actor(user: WebUser) -> str:
@@ -556,9 +568,10 @@ def _encrypted_project(db: Session, project_id: int) -> Project:
 def key_unlock(db: Session, user: WebUser, project_id: int) -> Response:
     project = _encrypted_project(db, project_id)
     data = body(PassphraseSchema)
-    service("custody").unlock_project(
-        db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
-    )
+    with commit_audit_on_failure(db):
+        service("custody").unlock_project(
+            db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
+        )
     db.commit()
     return dump(KeyStatusSchema, key_status(db, project))
 
@@ -582,9 +595,10 @@ def key_lock(db: Session, user: WebUser, project_id: int) -> Response:
 def key_rotate(db: Session, user: WebUser, project_id: int) -> Response:
     project = _encrypted_project(db, project_id)
     data = body(PassphraseSchema)
-    fingerprint = service("custody").rotate_project_key(
-        db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
-    )
+    with commit_audit_on_failure(db):
+        fingerprint = service("custody").rotate_project_key(
+            db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
+        )
     db.commit()
     return dump(RotatedKeySchema, {"key_fingerprint": fingerprint})
 

@@ -345,13 +345,15 @@ def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
     passphrase = request.form.get("passphrase", "").encode("utf-8")
     message = None
     if action == "unlock":
-        custody.unlock_project(db, p.id, passphrase, actor=core.actor(user))
+        with core.commit_audit_on_failure(db):
+            custody.unlock_project(db, p.id, passphrase, actor=core.actor(user))
         message = "Key unlocked: pending submissions will now be decrypted."
     elif action == "lock":
         custody.lock_project(db, p.id, actor=core.actor(user))
         message = "Key locked: the server no longer holds it in memory."
     elif action == "rotate":
-        fp = custody.rotate_project_key(db, p.id, passphrase, actor=core.actor(user))
+        with core.commit_audit_on_failure(db):
+            fp = custody.rotate_project_key(db, p.id, passphrase, actor=core.actor(user))
         message = f"New key {fp[:16]}… is used by forms published from now on."
     else:
         raise NotFoundError("Unknown key action.")
