@@ -250,7 +250,7 @@ def signature_source(
     :param media_md5: ``(plaintext name without .enc, md5 hex)`` in manifest order
     """
     lines = [form_id]
-    if version:
+    if version is not None:  # Collect: omitted only when null; an empty version is a line
         lines.append(version)
     lines += [encrypted_key, instance_id]
     lines += [f"{name}::{digest}" for name, digest in media_md5]
@@ -405,7 +405,7 @@ def render_manifest(
 ) -> bytes:
     """The manifest exactly as Collect's KXmlSerializer writes it (no declaration, raw UTF-8)."""
     attrs = f"id={quoteattr(form_id)}"
-    if version:
+    if version is not None:
         attrs += f" version={quoteattr(version)}"
     parts = [
         f'<data {attrs} encrypted="yes" xmlns="{ENCRYPTED_NS}">',

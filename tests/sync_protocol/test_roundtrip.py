@@ -147,3 +147,19 @@ def test_roundtrip__random_metadata__manifest_parses_back_and_signature_valid(
     assert (env.form_id, env.version, env.instance_id) == (form_id, version, instance_id)
     result = crypto.decrypt_submission(env, KEY, files)
     assert result.require_valid().xml == b"<d/>"
+
+
+@pytest.mark.parametrize(("version", "lines"), [(None, 3), ("", 4), ("7", 4)])
+def test_signature_source__empty_version__still_a_line_like_collect(version, lines):
+    """Should omit the version line only when there is no version (Collect tests for null)."""
+    source = crypto.signature_source(
+        form_id="f", version=version, encrypted_key="K", instance_id="uuid:1", media_md5=[],
+        xml_md5="0" * 32,
+    )  # fmt: skip
+    assert source.count("\n") == lines + 1
+    manifest, files = crypto.encrypt_submission(
+        b"<d/>", KEY.public_key(), form_id="f", version=version, instance_id="uuid:1"
+    )
+    env = parse_submission(manifest)
+    assert env.version == version
+    assert crypto.decrypt_submission(env, KEY, files).signature is crypto.SignatureStatus.VALID
