@@ -43,7 +43,10 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
     :raises SourceError: invalid JSON, with the line and column at fault
     """
     line_starts = [0]
-    line_starts += [i + 1 for i, c in enumerate(text) if c == "\n"]
+    pos = text.find("\n")
+    while pos != -1:  # str.find runs in C: a per-character loop cost more than the parse
+        line_starts.append(pos + 1)
+        pos = text.find("\n", pos + 1)
 
     def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
         _s, end = s_and_end
