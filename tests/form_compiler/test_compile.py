@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from form_compiler.api import compile_context, list_contexts, plan_context
 from form_compiler.errors import InstrumentError
@@ -246,3 +248,25 @@ def test_report__version_map__declared_for_trends():
         for target in old_version["subdomains"].values():
             targets = target if isinstance(target, list) else [target]
             assert set(targets) <= current
+
+
+_REPORT = compile_context(REPO_INSTRUMENTS, "kenya-police-abuse").report
+_SUBS = [s for d in _REPORT["domains"] for s in d["subdomains"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "3", "4", "88", "99", "", None, 3, " 2 "]),
+                min_size=len(_SUBS), max_size=len(_SUBS)))  # fmt: skip
+def test_scorer__any_ratings__mean_of_counted_or_none(values):
+    """Should score the mean of 1-4 ratings, never counting 88/99/blank, None below the minimum."""
+    ratings = dict(zip(_SUBS, values, strict=True))
+    scores = Scorer.from_report(_REPORT).score(ratings)
+    for domain in _REPORT["domains"]:
+        counted = [
+            int(str(ratings[s]).strip())
+            for s in domain["subdomains"]
+            if str(ratings[s]).strip() in {"1", "2", "3", "4"}
+        ]
+        need = max(2, -(-len(domain["subdomains"]) // 2))
+        want = sum(counted) / len(counted) if len(counted) >= need else None
+        assert scores[domain["id"]] == want
