@@ -283,7 +283,9 @@ def form_state(db: Session, user: WebUser, project_id: int, xml_form_id: str) ->
 @bp.post("/projects/<int:project_id>/app-users")
 @page(MANAGER)
 def app_user_create(db: Session, user: WebUser, project_id: int) -> Any:
-    from server.qr import qr_svg_inline
+    import base64
+
+    from server.qr import qr_png_bytes, qr_svg_inline
 
     p = _project_ctx(db, project_id)
     forms = [f for f in request.form.getlist("forms") if f]
@@ -291,6 +293,7 @@ def app_user_create(db: Session, user: WebUser, project_id: int) -> Any:
     return render_template(
         "admin/app_user_created.html", user=user, project=p, created=created,
         qr_svg=qr_svg_inline(created["qr_payload"]),
+        qr_png_b64=base64.b64encode(qr_png_bytes(created["qr_payload"])).decode("ascii"),
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -108,6 +109,8 @@ def test_app_user_create__shows_qr_svg_and_url_once(client: Any, world: World) -
     )
     assert resp.status_code == 200
     assert b"<svg" in resp.data and b"segno" in resp.data
+    png = re.search(rb'href="data:image/png;base64,([^"]+)"', resp.data).group(1)
+    assert base64.b64decode(png).startswith(b"\x89PNG")
     url = re.search(rb'id="server-url">([^<]+)<', resp.data).group(1).decode()
     assert f"/projects/{world.project_a}" in url
     listing = client.get(f"/admin/projects/{world.project_a}").data
