@@ -110,3 +110,17 @@ def test_compile__context_given_as_path__error_names_openable_file(tmp_path, ins
     bad = _run("--context", str(path), "--out", str(tmp_path / "o"), "--instruments", str(instruments))  # fmt: skip
     assert bad.exit_code == 1
     assert f"{path}:{line}: CTX002" in bad.output
+
+
+def test_compile__all_with_one_broken_context__others_written_exit_1(tmp_path, instruments):
+    """Should compile the sound contexts, report the broken one with file:line, and exit 1."""
+    path = instruments / "contexts" / "guatemala-vawc" / "context.json"
+    data = json.loads(path.read_text())
+    data["closure"] = {"threshold": 7}
+    path.write_text(json.dumps(data, indent=2))
+    out = tmp_path / "o"
+    result = _run("--all", "--out", str(out), "--instruments", str(instruments))
+    assert result.exit_code == 1
+    assert "guatemala-vawc: FAILED" in result.output
+    assert "contexts/guatemala-vawc/context.json:" in result.output and "CTX005" in result.output
+    assert (out / "aso_ke_pap.xml").exists() and not (out / "aso_gt_vawc.xml").exists()
