@@ -91,3 +91,28 @@ class ProjectError(ServerError):
 
     code = "PROJECT"
     http_status = 400
+
+
+class CustodyError(ServerError):
+    """A project key cannot be unlocked or used (wrong passphrase, locked, no key)."""
+
+    code = "CUSTODY"
+    http_status = 403
+
+
+class KeyLockedError(CustodyError):
+    """The project's private key is locked: submissions wait as pending until an admin unlocks."""
+
+    code = "KEY_LOCKED"
+    http_status = 409
+
+
+class UnusableSubmissionError(ServerError):
+    """A stored submission cannot become data (undecryptable, invalid signature...): quarantined."""
+
+    code = "UNUSABLE_SUBMISSION"
+    http_status = 422
+
+    @property
+    def reason(self) -> str:
+        return self.message

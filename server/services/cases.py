@@ -1,0 +1,460 @@
+"""Reading the case record: caseload, a case with its trend, review queues, aggregates.
+
+These functions back the admin API and pages. They return plain dataclasses; free-text notes
+are only available through :func:`decrypt_notes_on_demand`, while the key is unlocked, and
+every such read is audited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from form_compiler.instance import read_assessment
+from server.errors import NotFoundError, ServerError
+from server.models import Form, FormVersion, Submission
+from server.models_cases import Assessment as AssessmentRow
+from server.models_cases import AssessmentState, Case, CaseStatus
+from server.models_cases import ReviewItem as ReviewRow
+from server.services import audit
+
+__all__ = [
+    "MIN_CELL",
+    "Aggregates",
+    "AssessmentView",
+    "CaseDetail",
+    "CaseSummary",
+    "Cell",
+    "ReviewItem",
+    "aggregates",
+    "decrypt_notes_on_demand",
+    "get_case",
+    "list_cases",
+    "pending_backlog",
+    "resolve_review_item",
+    "review_queues",
+]
+
+#: cells of the impact aggregates with fewer survivors than this are suppressed
+MIN_CELL = 5
+QUEUES = ("orphans", "conflicts", "score_mismatches", "quarantined", "plaintext_for_encrypted_form")
+_KIND_TO_QUEUE = {
+    "orphan": "orphans",
+    "conflict": "conflicts",
+    "score_mismatch": "score_mismatches",
+    "quarantined": "quarantined",
+    "plaintext_for_encrypted_form": "plaintext_for_encrypted_form",
+}
+
+
+@dataclass
+class CaseSummary:
+    """A caseload row."""
+
+    id: int
+    project_id: int
+    label: str  # the case code
+    office: str | None
+    casework_type: str | None
+    status: str  # open | closed
+    next_due: str | None  # ISO date
+    due: str | None  # "due" (within 30 days) | "overdue" | None
+    closure_ready: bool
+    assessment_count: int
+    latest_scores: dict[str, float | None] = field(default_factory=dict)
+    change_since_intake: dict[str, float | None] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AssessmentView:
+    """One assessment of a case (no free text)."""
+
+    id: int
+    date: dt.date | None
+    kind: str | None  # collection point
+    state: str
+    domain_scores: dict[str, float | None]
+    survivor_view: dict[str, str | None]
+    survivor_gaps: list[str]
+    flags: list[str]
+    has_notes: bool
+    instance_id: str
+
+
+@dataclass
+class CaseDetail(CaseSummary):
+    """A case with its assessments (by date) and per-domain series."""
+
+    assessments: list[AssessmentView] = field(default_factory=list)
+    #: domain id -> [(date, score)] over the active assessments, in date order
+    series: dict[str, list[tuple[dt.date | None, float | None]]] = field(default_factory=dict)
+    entity_uuid: str | None = None
+
+
+@dataclass
+class ReviewItem:
+    """Something waiting for an admin."""
+
+    id: int
+    kind: str
+    summary: str
+    case_id: int | None = None
+    assessment_id: int | None = None
+    submission_id: int | None = None
+    created_at: dt.datetime | None = None
+
+
+@dataclass
+class Cell:
+    """One aggregate value; ``mean`` is None and ``suppressed`` True when n < MIN_CELL."""
+
+    label: str
+    domain: str
+    mean: float | None
+    n: int
+    suppressed: bool
+
+
+@dataclass
+class Aggregates:
+    """Impact figures grouped by casework type and by office."""
+
+    groups: dict[str, list[Cell]]
+    closure_ready_share: list[Cell] = field(default_factory=list)
+    days_to_closure: list[Cell] = field(default_factory=list)
+    min_cell: int = MIN_CELL
+
+
+def _due(case: Case, today: dt.date) -> str | None:
+    if case.status != CaseStatus.OPEN or case.next_due is None:
+        return None
+    if case.next_due < today:
+        return "overdue"
+    return "due" if case.next_due <= today + dt.timedelta(days=30) else None
+
+
+def _change(case: Case) -> dict[str, float | None]:
+    out = {}
+    for domain, latest in (case.latest_scores or {}).items():
+        base = (case.intake_scores or {}).get(domain)
+        out[domain] = None if latest is None or base is None else round(latest - base, 4)
+    return out
+
+
+def _summary(case: Case, today: dt.date) -> CaseSummary:
+    return CaseSummary(
+        id=case.id,
+        project_id=case.project_id,
+        label=case.case_code,
+        office=case.office,
+        casework_type=case.casework_type,
+        status=case.status,
+        next_due=case.next_due.isoformat() if case.next_due else None,
+        due=_due(case, today),
+        closure_ready=case.closure_ready,
+        assessment_count=case.assessment_count,
+        latest_scores=dict(case.latest_scores or {}),
+        change_since_intake=_change(case),
+        flags=list(case.flags or []),
+    )
+
+
+def list_cases(
+    session: Session,
+    project_id: int,
+    *,
+    office: str | None = None,
+    casework_type: str | None = None,
+    status: str | None = None,
+    due: str | None = None,
+    closure_ready: bool | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    today: dt.date | None = None,
+) -> tuple[list[CaseSummary], int]:
+    """A page of the caseload and the total matching."""
+    today = today or dt.date.today()
+    conds = [Case.project_id == project_id]
+    if office:
+        conds.append(Case.office == office)
+    if casework_type:
+        conds.append(Case.casework_type == casework_type)
+    if status:
+        conds.append(Case.status == status)
+    if closure_ready:
+        conds.append(Case.closure_ready.is_(True))
+    if q:
+        conds.append(Case.case_code.ilike(f"%{q}%"))
+    if due == "overdue":
+        conds += [Case.status == CaseStatus.OPEN, Case.next_due < today]
+    elif due == "due":
+        conds += [Case.status == CaseStatus.OPEN, Case.next_due <= today + dt.timedelta(days=30)]
+    total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
+    rows = session.scalars(
+        select(Case)
+        .where(*conds)
+        .order_by(Case.next_due.is_(None), Case.next_due, Case.case_code)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_summary(c, today) for c in rows], total
+
+
+def get_case(session: Session, case_id: int, *, today: dt.date | None = None) -> CaseDetail:
+    """A case with every assessment (history included) and per-domain series of the active ones."""
+    today = today or dt.date.today()
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFoundError(f"Case {case_id} does not exist.")
+    rows = list(
+        session.scalars(
+            select(AssessmentRow)
+            .where(AssessmentRow.case_id == case_id)
+            .order_by(AssessmentRow.assessment_date, AssessmentRow.id)
+        )
+    )
+    base = _summary(case, today)
+    detail = CaseDetail(**base.__dict__, entity_uuid=case.entity_uuid)
+    for row in rows:
+        detail.assessments.append(
+            AssessmentView(
+                id=row.id,
+                date=row.assessment_date,
+                kind=row.collection_point,
+                state=row.state,
+                domain_scores=dict(row.scores or {}),
+                survivor_view=dict(row.survivor_view or {}),
+                survivor_gaps=[
+                    f.split(":", 1)[1] for f in row.flags or [] if f.startswith("survivor_gap:")
+                ],
+                flags=list(row.flags or []),
+                has_notes=row.has_notes,
+                instance_id=row.instance_id,
+            )
+        )
+        if row.state == AssessmentState.ACTIVE:
+            for domain, score in (row.scores or {}).items():
+                detail.series.setdefault(domain, []).append((row.assessment_date, score))
+    return detail
+
+
+def review_queues(session: Session, project_id: int) -> dict[str, list[ReviewItem]]:
+    """Open review items by queue."""
+    out: dict[str, list[ReviewItem]] = {q: [] for q in QUEUES}
+    rows = session.scalars(
+        select(ReviewRow)
+        .where(ReviewRow.project_id == project_id, ReviewRow.resolved_at.is_(None))
+        .order_by(ReviewRow.id)
+    )
+    for row in rows:
+        out[_KIND_TO_QUEUE.get(row.kind, row.kind)].append(
+            ReviewItem(
+                row.id,
+                row.kind,
+                row.summary,
+                row.case_id,
+                row.assessment_id,
+                row.submission_id,
+                row.created_at,
+            )
+        )
+    return out
+
+
+def resolve_review_item(
+    session: Session,
+    item_id: int,
+    action: str,
+    *,
+    actor: str,
+    case_id: int | None = None,
+    project_id: int | None = None,
+) -> None:
+    """Work a review item.
+
+    Actions: ``link`` (orphan -> existing ``case_id``), ``create_case`` (orphan -> a new case
+    from its case code), ``keep`` (conflict: keep this assessment, supersede the other one),
+    ``discard`` (conflict: keep the other one), ``dismiss`` (acknowledge: mismatch,
+    quarantined, plaintext).
+    """
+    from server.services.reconcile import refresh_case
+
+    item = session.get(ReviewRow, item_id)
+    if (
+        item is None
+        or item.resolved_at is not None
+        or (project_id is not None and item.project_id != project_id)
+    ):
+        raise NotFoundError("That review item does not exist or is already resolved.")
+    assessment = session.get(AssessmentRow, item.assessment_id) if item.assessment_id else None
+    if item.kind == "orphan" and action in ("link", "create_case"):
+        if assessment is None:
+            raise ServerError("This orphan has no assessment to link.", http_status=400)
+        if action == "link":
+            case = session.get(Case, case_id) if case_id else None
+            if case is None or case.project_id != item.project_id:
+                raise NotFoundError("Choose an existing case of this project.")
+        else:
+            code = assessment.case_code
+            if not code or session.scalar(
+                select(Case.id).where(Case.project_id == item.project_id, Case.case_code == code)
+            ):
+                raise ServerError(
+                    "The assessment has no new case code to create a case from; link it instead.",
+                    http_status=400,
+                )
+            case = Case(
+                project_id=item.project_id,
+                case_code=code,
+                entity_uuid=assessment.entity_uuid,
+                casework_type=assessment.casework_type,
+                office=assessment.office,
+            )
+            session.add(case)
+            session.flush()
+        assessment.case_id = case.id
+        assessment.state = AssessmentState.ACTIVE
+        refresh_case(session, case)
+    elif item.kind == "conflict" and action in ("keep", "discard"):
+        if assessment is None or assessment.case_id is None:
+            raise ServerError("This conflict has no assessment.", http_status=400)
+        other = session.scalar(
+            select(AssessmentRow).where(
+                AssessmentRow.case_id == assessment.case_id,
+                AssessmentRow.id != assessment.id,
+                AssessmentRow.state == AssessmentState.ACTIVE,
+                AssessmentRow.collection_point == assessment.collection_point,
+                AssessmentRow.assessment_date == assessment.assessment_date,
+            )
+        )
+        if action == "keep":
+            assessment.state = AssessmentState.ACTIVE
+            if other is not None:
+                other.state, other.superseded_by_id = AssessmentState.SUPERSEDED, assessment.id
+        else:
+            assessment.state = AssessmentState.SUPERSEDED
+            assessment.superseded_by_id = other.id if other is not None else None
+        refresh_case(session, session.get(Case, assessment.case_id))
+    elif action != "dismiss":
+        raise ServerError(f"'{action}' does not apply to a {item.kind} item.", http_status=400)
+    item.resolved_at = dt.datetime.now(dt.UTC)
+    item.resolution = action
+    item.resolved_by = actor
+    audit.record(
+        session, actor, "review.resolve", f"review:{item.id}", kind=item.kind, action=action
+    )
+
+
+def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -> Aggregates:
+    """Mean change since intake per domain, share closure-ready and days to closure, by group.
+
+    Every cell counts survivors (cases); a cell with fewer than ``min_cell`` is suppressed.
+    """
+    cases = list(
+        session.scalars(
+            select(Case).where(Case.project_id == project_id, Case.assessment_count > 0)
+        )
+    )
+    groups: dict[str, list[Cell]] = {"casework_type": [], "office": []}
+    ready: list[Cell] = []
+    closure_days: list[Cell] = []
+    for dimension in ("casework_type", "office"):
+        by: dict[str, list[Case]] = defaultdict(list)
+        for c in cases:
+            by[getattr(c, dimension) or "unknown"].append(c)
+        for label, members in sorted(by.items()):
+            changes: dict[str, list[float]] = defaultdict(list)
+            for c in members:
+                for domain, value in _change(c).items():
+                    if value is not None:
+                        changes[domain].append(value)
+            for domain in sorted({d for c in members for d in (c.latest_scores or {})}):
+                values = changes.get(domain, [])
+                small = len(values) < min_cell
+                groups[dimension].append(
+                    Cell(
+                        label,
+                        domain,
+                        None if small else round(statistics.fmean(values), 3),
+                        len(values),
+                        small,
+                    )
+                )
+            n = len(members)
+            small = n < min_cell
+            share = sum(1 for c in members if c.closure_ready) / n if n else 0.0
+            ready.append(
+                Cell(
+                    f"{dimension}:{label}",
+                    "closure_ready_share",
+                    None if small else round(share, 3),
+                    n,
+                    small,
+                )
+            )
+            days = [
+                (c.closed_at - c.intake_date).days for c in members if c.closed_at and c.intake_date
+            ]
+            small_d = len(days) < min_cell
+            closure_days.append(
+                Cell(
+                    f"{dimension}:{label}",
+                    "median_days_to_closure",
+                    None if small_d else float(statistics.median(days)),
+                    len(days),
+                    small_d,
+                )
+            )
+    return Aggregates(
+        groups=groups, closure_ready_share=ready, days_to_closure=closure_days, min_cell=min_cell
+    )
+
+
+def pending_backlog(session: Session, project_id: int) -> int:
+    """Submissions of the project waiting for decryption."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Submission)
+            .join(Form, Form.id == Submission.form_id)
+            .where(Form.project_id == project_id, or_(Submission.status == "pending_decryption"))
+        )
+        or 0
+    )
+
+
+def decrypt_notes_on_demand(
+    session: Session, assessment_id: int, *, actor: str, store: Any = None
+) -> dict[str, str]:
+    """Decrypt an assessment's free-text notes (practitioner notes and survivor comments).
+
+    Only while the project key is unlocked in this process; every read is audited. Nothing
+    decrypted is stored.
+    """
+    from server.blobs import make_blob_store
+    from server.services.reconcile import plaintext_of
+    from sync_protocol.envelope import parse_submission
+
+    row = session.get(AssessmentRow, assessment_id)
+    if row is None:
+        raise NotFoundError(f"Assessment {assessment_id} does not exist.")
+    sub = session.get(Submission, row.submission_id)
+    if store is None:
+        from flask import current_app
+
+        store = make_blob_store(current_app.config, session)
+    xml = plaintext_of(session, store, sub, row.project_id)
+    version = session.get(FormVersion, sub.form_version_id)
+    data = read_assessment(parse_submission(xml).root, version.report)
+    audit.record(session, actor, "notes.decrypt", f"assessment:{assessment_id}")
+    notes = {f"{d} note": text for d, text in data.notes.items()}
+    notes.update({f"{d} survivor's words": text for d, text in data.survivor_comments.items()})
+    return notes
