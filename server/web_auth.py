@@ -22,11 +22,15 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 from server.errors import AuthError, ForbiddenError
 from server.models import Role, WebUser
+
+#: A signed-in session ends this long after sign-in, whatever the activity (shared office PCs).
+SESSION_MAX_AGE = 12 * 3600
 
 ROLE_RANK = {Role.VIEWER.value: 1, Role.MANAGER.value: 2, Role.ADMIN.value: 3}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -68,6 +72,7 @@ def login_session(user: WebUser) -> None:
     session["uid"] = user.id
     session["pw"] = _pw_tag(user)
     session["csrf"] = secrets.token_urlsafe(32)
+    session["t"] = int(time.time())
 
 
 def logout_session() -> None:
@@ -105,7 +110,13 @@ def session_user(db_session: Any) -> WebUser | None:
     if uid is None:
         return None
     user = db_session.get(WebUser, uid)
-    if user is None or user.disabled_at is not None or session.get("pw") != _pw_tag(user):
+    expired = time.time() - float(session.get("t", 0)) > SESSION_MAX_AGE
+    if (
+        expired
+        or user is None
+        or user.disabled_at is not None
+        or session.get("pw") != _pw_tag(user)
+    ):
         session.clear()
         return None
     return user

@@ -243,3 +243,23 @@ def test_users_page__admin_creates_user_password_shown_once(client: Any, world: 
     assert b"new-password" not in client.get("/admin/users").data
     fresh = client.application.test_client()
     assert login(fresh, "joy", password).status_code == 302
+
+
+def test_session__password_changed_or_too_old__signed_out(
+    client: Any, world: World, monkeypatch: Any, db_session: Any
+) -> None:
+    from server import web_auth
+    from server.models import WebUser
+    from server.services.users import change_password
+
+    login(client, "viewer")
+    assert client.get("/admin/").status_code == 200
+    monkeypatch.setattr(web_auth, "SESSION_MAX_AGE", -1)
+    assert client.get("/admin/").status_code == 302
+    monkeypatch.undo()
+    login(client, "viewer")
+    user = db_session.query(WebUser).filter_by(username="viewer").one()
+    change_password(db_session, user, "another long password", realm="kintsugi",
+                    method="pbkdf2:sha256:1000")  # fmt: skip
+    db_session.commit()
+    assert client.get("/admin/").status_code == 302
