@@ -667,28 +667,33 @@ def review_queues(db: Session, user: WebUser, project_id: int) -> Response:
     return jsonify(jsonable(service("cases").review_queues(db, project_id)))
 
 
-def _review_item_in_project(db: Session, project_id: int, item_id: int) -> None:
-    queues = service("cases").review_queues(db, project_id)
-    for items in queues.values():
-        for item in items:
-            if getattr(item, "id", None) == item_id:
-                return
-    raise NotFoundError(f"Review item {item_id} is not open in this project.")
+def resolve_item(db: Session, user: WebUser, project_id: int, item_id: int, action: str,
+                 case_id: int | None) -> None:  # fmt: skip
+    """Resolve a review item of *this* project (another project's item answers 404)."""
+    service("cases").resolve_review_item(
+        db, item_id, action, actor=actor(user), case_id=case_id, project_id=project_id
+    )
+    db.commit()
+
+
+def assessment_in_project(db: Session, project_id: int, assessment_id: int) -> None:
+    """404 unless the assessment belongs to ``project_id``."""
+    from server.models_cases import Assessment
+
+    row = db.get(Assessment, assessment_id)
+    if row is None or row.project_id != project_id:
+        raise NotFoundError(f"Assessment {assessment_id} does not exist in this project.")
 
 
 @api(
     "POST", "/projects/<int:project_id>/review-items/<int:item_id>/resolve",
-    "Resolve a review item (link to a case, create a case, keep one side of a conflict...)",
+    "Resolve a review item: link | create_case (orphan), keep | discard (conflict), dismiss",
     MANAGER, body=ReviewResolveSchema, status=204, tag="cases",
 )  # fmt: skip
 def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Response:
     get_project(db, project_id)
     data = body(ReviewResolveSchema)
-    _review_item_in_project(db, project_id, item_id)
-    service("cases").resolve_review_item(
-        db, item_id, data["action"], actor=actor(user), case_id=data.get("case_id")
-    )
-    db.commit()
+    resolve_item(db, user, project_id, item_id, data["action"], data.get("case_id"))
     return Response(status=204)
 
 
@@ -709,7 +714,9 @@ def aggregates(db: Session, user: WebUser, project_id: int) -> Response:
 )  # fmt: skip
 def assessment_notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> Response:
     get_project(db, project_id)
-    notes = service("cases").decrypt_notes_on_demand(db, assessment_id, actor=actor(user))
+    cases = service("cases")
+    assessment_in_project(db, project_id, assessment_id)
+    notes = cases.decrypt_notes_on_demand(db, assessment_id, actor=actor(user))
     db.commit()
     return jsonify({"notes": jsonable(notes)})
 

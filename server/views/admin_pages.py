@@ -413,9 +413,9 @@ def case(db: Session, user: WebUser, project_id: int, case_id: int) -> Any:
 @page(MANAGER)
 def notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> Any:
     p = _project_ctx(db, project_id)
-    decrypted = core.service("cases").decrypt_notes_on_demand(
-        db, assessment_id, actor=core.actor(user)
-    )
+    cases = core.service("cases")
+    core.assessment_in_project(db, p.id, assessment_id)
+    decrypted = cases.decrypt_notes_on_demand(db, assessment_id, actor=core.actor(user))
     db.commit()
     return render_template("admin/notes.html", user=user, project=p, notes=decrypted)
 
@@ -439,66 +439,47 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
         raise ValidationError({"action": ["Choose what to do with this item."]})
     raw_case = request.form.get("case_id", "").strip()
     case_id = int(raw_case) if raw_case.isdigit() else None
-    core._review_item_in_project(db, p.id, item_id)
-    core.service("cases").resolve_review_item(
-        db, item_id, action, actor=core.actor(user), case_id=case_id
-    )
-    db.commit()
+    core.resolve_item(db, user, p.id, item_id, action, case_id)
     return redirect(url_for("admin.review", project_id=p.id))
 
 
-_CELL_META = {"n", "count", "id", "label", "name", "group", "key", "suppressed", "domain"}
+def _dimension_title(name: str) -> str:
+    return "by " + name.replace("_", " ")
 
 
 def aggregate_charts(agg: Any) -> list[Any]:
-    """Bar charts from the aggregates: one per grouping (casework type, office...) and metric.
+    """Bar charts of :class:`server.services.cases.Aggregates`.
 
-    A cell is ``{label, n, suppressed, <metric>: number | {domain: number}}``; a metric that is
-    a mapping gives one bar per group and domain. Suppressed cells stay in every chart, drawn
-    as suppressed, so a reader sees the group exists but not its figures.
+    Per grouping (casework type, office): the mean change since intake per domain (drawn
+    around zero), the share of closure-ready cases (0-100 %) and the median days to closure.
+    Suppressed cells stay in the chart, drawn as suppressed, without their figures.
     """
-    data = core.jsonable(agg) or {}
-    groups = (
-        data.get("groups")
-        or data.get("by")
-        or {k: v for k, v in data.items() if isinstance(v, dict | list) and k != "project_id"}
-    )
-    charts: dict[tuple[str, str], list[Bar]] = {}
-    for gname, cells in groups.items() if isinstance(groups, dict) else []:
-        rows = cells.items() if isinstance(cells, dict) else enumerate(cells)
-        for key, cell in rows:
-            if not isinstance(cell, dict):
-                continue
-            label = str(cell.get("label") or cell.get("name") or cell.get("group") or key)
-            if cell.get("domain"):
-                label = f"{label} · {cell['domain']}"
-            n = cell.get("n", cell.get("count"))
-            suppressed = bool(cell.get("suppressed"))
-            for metric, value in cell.items():
-                if metric in _CELL_META or isinstance(value, bool):
-                    continue
-                items = value.items() if isinstance(value, dict) else [(None, value)]
-                for sub, v in items:
-                    if v is not None and not isinstance(v, int | float):
-                        continue
-                    bar_label = f"{label} · {sub}" if sub else label
-                    hide = suppressed or v is None
-                    charts.setdefault((str(gname), metric), []).append(
-                        Bar(bar_label, None if hide else float(v), n, hide)
-                    )
     out = []
-    for (gname, metric), bars in charts.items():
-        title = f"{metric.replace('_', ' ').capitalize()} — {gname.replace('_', ' ')}"
-        values = [abs(b.value) for b in bars if b.value is not None]
-        if "share" in metric or "rate" in metric:  # a proportion: always on 0-100 %
-            out.append(bar_chart(title, bars, fmt="{:.0%}", vmin=0.0, vmax=1.0))
-        elif "change" in metric:  # symmetric around 0 so gains and losses compare
-            span = max([0.5, *values])
-            out.append(bar_chart(title, bars, vmin=-span, vmax=span, fmt="{:+.2f}"))
-        elif "days" in metric:
-            out.append(bar_chart(title, bars, fmt="{:.0f} days"))
-        else:
-            out.append(bar_chart(title, bars))
+    for dimension, cells in (getattr(agg, "groups", None) or {}).items():
+        bars = [Bar(f"{c.label} · {c.domain}", c.mean, c.n, c.suppressed) for c in cells]
+        if bars:
+            span = max([0.5, *(abs(b.value) for b in bars if b.value is not None)])
+            out.append(
+                bar_chart(
+                    f"Mean change since intake, {_dimension_title(dimension)}",
+                    bars,
+                    vmin=-span,
+                    vmax=span,
+                    fmt="{:+.2f}",
+                )
+            )
+    for attr, title, kw in (
+        ("closure_ready_share", "Share closure-ready", {"fmt": "{:.0%}", "vmin": 0.0, "vmax": 1.0}),
+        ("days_to_closure", "Median days to closure", {"fmt": "{:.0f} days"}),
+    ):
+        by_dim: dict[str, list[Bar]] = {}
+        for c in getattr(agg, attr, None) or []:
+            dimension, _, label = c.label.partition(":")
+            if not label:
+                dimension, label = "group", dimension
+            by_dim.setdefault(dimension, []).append(Bar(label, c.mean, c.n, c.suppressed))
+        for dimension, bars in by_dim.items():
+            out.append(bar_chart(f"{title}, {_dimension_title(dimension)}", bars, **kw))
     return out
 
 

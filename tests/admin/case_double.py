@@ -1,7 +1,8 @@
-"""An in-memory double of the case services' contract (``server.services.cases``, ``custody``,
-``export``), used to test how the admin views display and drive them while the real services
-are written in parallel. It follows the signatures of the brief exactly; it is never used by the
-server itself. Everything here is fictional.
+"""An in-memory double of the case services (``server.services.cases``, ``custody``,
+``export``) returning the real service dataclasses, so the admin views are tested on exactly
+the shapes the services produce without running the reconciliation pipeline. Only display and
+wiring are tested through it; ``test_cases_real.py`` runs the views on the real services.
+Everything here is fictional.
 """
 
 from __future__ import annotations
@@ -11,69 +12,23 @@ import datetime as dt
 import io
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import fields
 from typing import Any
 
-from server.errors import ProjectError
+from server.errors import NotFoundError, ProjectError
+from server.services.cases import (
+    Aggregates,
+    AssessmentView,
+    CaseDetail,
+    CaseSummary,
+    Cell,
+    ReviewItem,
+)
 
 DOMAINS = ["Safety", "Legal protection", "Mental wellbeing", "Economic empowerment",
            "Social support", "Physical wellbeing"]  # fmt: skip
 BASE = [1.25, 1.8, 2.1, 1.5, 2.75, 1.9]  # intake scores per domain (fictional)
 STEP = [0.6, 0.35, 0.5, 0.3, 0.15, 0.45]  # change per follow-up
-
-
-@dataclass
-class CaseSummary:
-    id: int
-    project_id: int
-    label: str
-    office: str
-    casework_type: str
-    status: str
-    next_due: str | None
-    due: str | None  # "due" | "overdue" | None
-    closure_ready: bool
-    assessment_count: int
-
-
-@dataclass
-class Assessment:
-    id: int
-    date: dt.date
-    kind: str
-    domain_scores: dict[str, float | None]
-    has_notes: bool = True
-
-
-@dataclass
-class CaseDetail(CaseSummary):
-    assessments: list[Assessment] = field(default_factory=list)
-    series: dict[str, list[tuple[dt.date, float | None]]] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ReviewItem:
-    id: int
-    kind: str
-    summary: str
-
-
-@dataclass
-class Cell:
-    """One group's figures; with n < 5 every figure is None and suppressed is True."""
-
-    label: str
-    n: int
-    suppressed: bool
-    mean_change: dict[str, float | None] | None
-    share_closure_ready: float | None
-    median_days_to_closure: float | None
-
-
-@dataclass
-class Aggregates:
-    groups: dict[str, list[Cell]]
 
 
 class CaseWorld:
@@ -86,38 +41,43 @@ class CaseWorld:
         self.notes_viewed: list[tuple[int, str]] = []
         dates = [dt.date(2026, 1, 10), dt.date(2026, 4, 12), dt.date(2026, 7, 15)]
         self.cases: dict[int, CaseDetail] = {}
-        for cid, (office, ctype, due, ready) in enumerate(
-            [
-                ("CEB", "forced_labour", "overdue", False),
-                ("KLA", "csx", "due", False),
-                ("CEB", "osec", None, True),
-            ],
-            start=1,
-        ):
-            assessments = [
-                Assessment(
-                    cid * 10 + i,
-                    d,
-                    "intake" if i == 0 else "follow-up",
-                    {
-                        dom: round(min(4.0, BASE[k] + STEP[k] * i * (1 + cid % 2)), 2)
-                        for k, dom in enumerate(DOMAINS)
-                    },
+        rows = [("CEB", "forced_labour", "overdue", False), ("KLA", "csx", "due", False),
+                ("CEB", "osec", None, True)]  # fmt: skip
+        for cid, (office, ctype, due, ready) in enumerate(rows, start=1):
+            assessments = []
+            for i, d in enumerate(dates):
+                scores = {
+                    dom: round(min(4.0, BASE[k] + STEP[k] * i * (1 + cid % 2)), 2)
+                    for k, dom in enumerate(DOMAINS)
+                }
+                assessments.append(
+                    AssessmentView(
+                        id=cid * 10 + i,
+                        date=d,
+                        kind="intake" if i == 0 else "follow_up",
+                        state="active",
+                        domain_scores=scores,
+                        survivor_view={"Safety": "I feel safer at home"} if i else {},
+                        survivor_gaps=[],
+                        flags=[],
+                        has_notes=True,
+                        instance_id=f"uuid:{cid}-{i}",
+                    )
                 )
-                for i, d in enumerate(dates)
-            ]
+            first, last = assessments[0].domain_scores, assessments[-1].domain_scores
             self.cases[cid] = CaseDetail(
                 id=cid, project_id=project_id, label=f"K-{cid:04d}", office=office,
                 casework_type=ctype, status="open", next_due="2026-10-15", due=due,
-                closure_ready=ready, assessment_count=len(assessments), assessments=assessments,
-                series={
-                    dom: [(a.date, a.domain_scores[dom]) for a in assessments] for dom in DOMAINS
-                },
-                flags=["score_mismatch"] if cid == 1 else [],
+                closure_ready=ready, assessment_count=len(assessments),
+                latest_scores=last,
+                change_since_intake={d: round(last[d] - first[d], 2) for d in DOMAINS},
+                flags=["score_mismatch"] if cid == 1 else [], assessments=assessments,
+                series={dom: [(a.date, a.domain_scores[dom]) for a in assessments]
+                        for dom in DOMAINS},
             )  # fmt: skip
         self.queues: dict[str, list[ReviewItem]] = {
-            "orphans": [ReviewItem(101, "orphan", "Assessment 2026-07-20 names unknown case K-0099")],
-            "conflicts": [ReviewItem(102, "conflict", "K-0002 changed on two devices")],
+            "orphans": [ReviewItem(101, "orphan", "Assessment of 2026-07-20 names unknown case K-0099")],
+            "conflicts": [ReviewItem(102, "conflict", "K-0002: two follow-ups on the same day")],
             "score_mismatches": [],
             "quarantined": [],
             "plaintext_for_encrypted_form": [],
@@ -151,12 +111,11 @@ class CaseWorld:
             rows = [c for c in rows if c.closure_ready]
         if q:
             rows = [c for c in rows if q.lower() in c.label.lower()]
-        return [CaseSummary(**{f: getattr(c, f) for f in CaseSummary.__dataclass_fields__})
-                for c in rows][offset : offset + limit], len(rows)  # fmt: skip
+        names = [f.name for f in fields(CaseSummary)]
+        summaries = [CaseSummary(**{n: getattr(c, n) for n in names}) for c in rows]
+        return summaries[offset : offset + limit], len(rows)
 
     def get_case(self, session: Any, case_id: int) -> CaseDetail:
-        from server.errors import NotFoundError
-
         if case_id not in self.cases:
             raise NotFoundError(f"Case {case_id} does not exist.")
         return self.cases[case_id]
@@ -165,30 +124,37 @@ class CaseWorld:
         return self.queues if project_id == self.project_id else {k: [] for k in self.queues}
 
     def resolve_review_item(self, session: Any, item_id: int, action: str, *, actor: str,
-                            case_id: int | None = None) -> None:  # fmt: skip
+                            case_id: int | None = None, project_id: int | None = None) -> None:  # fmt: skip
+        known = any(i.id == item_id for items in self.queues.values() for i in items)
+        if not known or (project_id is not None and project_id != self.project_id):
+            raise NotFoundError("That review item does not exist or is already resolved.")
         for items in self.queues.values():
             items[:] = [i for i in items if i.id != item_id]
         self.resolved.append((item_id, action, case_id, actor))
 
     def aggregates(self, session: Any, project_id: int) -> Aggregates:
-        def cell(label: str, n: int, change: float, share: float, days: float) -> Cell:
-            if n < 5:
-                return Cell(label, n, True, None, None, None)
-            return Cell(label, n, False, {"Safety": change, "Mental wellbeing": change / 2},
-                        share, days)  # fmt: skip
+        def cell(label: str, domain: str, mean: float, n: int) -> Cell:
+            return Cell(label, domain, None if n < 5 else mean, n, n < 5)
 
-        return Aggregates(groups={
-            "casework type": [cell("forced labour", 12, 0.8, 0.25, 210),
-                              cell("csx", 3, 0, 0, 0)],
-            "office": [cell("CEB", 8, -0.2, 0.5, 180), cell("KLA", 2, 0, 0, 0)],
-        })  # fmt: skip
+        return Aggregates(
+            groups={
+                "casework_type": [cell("forced_labour", "Safety", 0.8, 12),
+                                  cell("forced_labour", "Mental wellbeing", 0.4, 12),
+                                  cell("csx", "Safety", 0.1, 3)],
+                "office": [cell("CEB", "Safety", -0.2, 8), cell("KLA", "Safety", 0.3, 2)],
+            },
+            closure_ready_share=[cell("casework_type:forced_labour", "closure_ready_share", 0.25, 12),
+                                 cell("casework_type:csx", "closure_ready_share", 0.0, 3)],
+            days_to_closure=[cell("office:CEB", "median_days_to_closure", 210.0, 6),
+                             cell("office:KLA", "median_days_to_closure", 90.0, 1)],
+        )  # fmt: skip
 
     def pending_backlog(self, session: Any, project_id: int) -> int:
         return 7
 
     def decrypt_notes_on_demand(self, session: Any, assessment_id: int, *, actor: str):
         self.notes_viewed.append((assessment_id, actor))
-        return {"worker_note": "(fictional) Follow-up visit went well."}
+        return {"Safety note": "(fictional) Follow-up visit went well."}
 
     # ---- custody
     def unlock_project(self, session: Any, project_id: int, passphrase: bytes, *, actor: str):

@@ -133,7 +133,7 @@ def test_other_pages__render_for_screenshots(browser: Any, live: Any) -> None:
     assert browser.find_element(By.ID, "backlog").text.startswith("7")
     screenshot(browser, "08-key-custody")
     browser.get(f"{live.url}/admin/projects/{pid}/impact")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.bars rect.suppressed")) == 6
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.bars rect.suppressed")) == 4
     screenshot(browser, "10-impact")
     browser.get(f"{live.url}/admin/projects/{pid}")
     browser.find_element(By.NAME, "name").send_keys("Tablet 4")
