@@ -86,7 +86,6 @@ def reconcile_command(
                 raise click.ClickException(str(err)) from err
             session.commit()
 
-    unlock()
     stopping = False
 
     def stop(*_args: object) -> None:
@@ -95,6 +94,7 @@ def reconcile_command(
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        unlock()
         while True:
             if not custody.is_unlocked(project_id):
                 unlock()
@@ -111,10 +111,13 @@ def reconcile_command(
                 break
             time.sleep(interval)
     finally:
-        with database.sessionmaker() as session:
-            custody.lock_project(session, project_id, actor="worker")
-            session.commit()
-        database.engine.dispose()
+        try:
+            if custody.is_unlocked(project_id):
+                with database.sessionmaker() as session:
+                    custody.lock_project(session, project_id, actor="worker")
+                    session.commit()
+        finally:
+            database.engine.dispose()
 
 
 @click.group("export")

@@ -380,6 +380,7 @@ def _attach_to_case(
         )
         session.add(case)
         session.flush()
+        _adopt_orphans(session, case)
     if case is None:
         a.state = AssessmentState.ORPHAN
         result.orphans += 1
@@ -418,6 +419,30 @@ def _attach_to_case(
                 )  # fmt: skip
     entity = next((e for e in instance.entities if e.dataset == "cases"), None)
     refresh_case(session, case, entity_base_version=entity.base_version if entity else None)
+
+
+def _adopt_orphans(session: Session, case: Case) -> None:
+    """Follow-ups that synced before their intake (offline devices) join the new case."""
+    orphans = session.scalars(
+        select(Assessment).where(
+            Assessment.project_id == case.project_id,
+            Assessment.state == AssessmentState.ORPHAN,
+            (Assessment.entity_uuid == case.entity_uuid) | (Assessment.case_code == case.case_code),
+        )
+    ).all()
+    for orphan in orphans:
+        orphan.case_id = case.id
+        orphan.state = AssessmentState.ACTIVE
+        item = session.scalar(
+            select(ReviewItem).where(
+                ReviewItem.kind == "orphan", ReviewItem.assessment_id == orphan.id
+            )
+        )
+        if item is not None and item.resolved_at is None:
+            item.resolved_at = dt.datetime.now(dt.UTC)
+            item.resolution = "auto_linked"
+            item.resolved_by = "worker"
+            item.case_id = case.id
 
 
 def refresh_case(
