@@ -495,3 +495,23 @@ def setup_command(demo: bool) -> None:
             session.commit()
             _write_secret(url_file, app_user_url(_base_url(app), project.id, token) + "\n")
         click.echo(f"Collect server URL for the demo device: {url_file.read_text().strip()}")
+        _seed_demo(app, project.id, url_file, var_dir / "demo-passphrase.txt")
+
+
+def _seed_demo(app: Any, project_id: int, url_file: Path, passphrase_file: Path) -> None:
+    """Fictional survivors for the demo project, through upload and reconciliation."""
+    from server.services.demo import seed_demo
+
+    if not passphrase_file.exists():
+        click.echo("demo cases: no demo passphrase in this var/ folder; not seeded")
+        return
+    token = url_file.read_text().strip().split("/v1/key/", 1)[1].split("/", 1)[0]
+    passphrase = passphrase_file.read_text().strip().encode()
+    result = seed_demo(app, project_id, token, passphrase)
+    if result is None:
+        click.echo("demo cases: already seeded")
+    else:
+        click.echo(
+            f"demo cases: {result.assessments} fictional assessments reconciled "
+            f"({result.conflicts} conflict, {result.orphans} orphan for the review queues)"
+        )
