@@ -1,0 +1,161 @@
+"""The case pages and API on the real case services (rows written through the case models,
+as the reconciliation worker leaves them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+
+from tests.admin.conftest import Api, World, add_submission, login, page_csrf
+
+DOMAINS = ["safety", "legal", "mental"]
+
+# server/services/cases.py resolve_review_item calls audit.record(..., action=action), which
+# collides with record()'s own ``action`` parameter (TypeError -> 500). Reported to the case
+# services' owner; strict, so this turns red (remove the mark) once it is fixed.
+RESOLVE_BUG = pytest.mark.xfail(
+    reason="cases.resolve_review_item: audit.record() got multiple values for 'action'",
+    raises=AssertionError,
+    strict=True,
+)
+
+
+@pytest.fixture
+def caseload(app: Any, world: World) -> dict[str, int]:
+    """Case K-1 (two assessments, overdue) and an orphan follow-up naming K-9, in project A."""
+    from pathlib import Path
+
+    from server.blobs import make_blob_store
+    from server.models import Project
+    from server.models_cases import Assessment, Case, ReviewItem
+    from server.services.publishing import list_contexts, publish_context
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        # a compiled instrument form: its report is what the case services score with
+        context = list_contexts(Path(app.config["INSTRUMENTS_DIR"]))[0]
+        version, _ = publish_context(
+            s, make_blob_store(app.config, s), s.get(Project, world.project_a), app.config,
+            context,
+        )  # fmt: skip
+        form = version.form
+        case = Case(
+            project_id=world.project_a, case_code="K-1", casework_type="forced_labour",
+            office="CEB", intake_date=dt.date(2026, 1, 5), next_due=dt.date(2026, 2, 1),
+            latest_scores={"safety": 2.5, "legal": 2.0, "mental": 3.0},
+            intake_scores={"safety": 1.5, "legal": 2.0, "mental": 2.0}, assessment_count=2,
+        )  # fmt: skip
+        s.add(case)
+        s.flush()
+        ids = {"case": case.id}
+        for i, (day, scores) in enumerate(
+            [(dt.date(2026, 1, 5), [1.5, 2.0, 2.0]), (dt.date(2026, 4, 5), [2.5, 2.0, 3.0])]
+        ):
+            sub = add_submission(s, form, f"uuid:case-{i}")
+            s.add(Assessment(
+                project_id=world.project_a, case_id=case.id, submission_id=sub.id,
+                instance_id=sub.instance_id, case_code="K-1", assessment_date=day,
+                collection_point="intake" if i == 0 else "follow_up",
+                scores=dict(zip(DOMAINS, scores, strict=True)),
+            ))  # fmt: skip
+        sub = add_submission(s, form, "uuid:orphan")
+        orphan = Assessment(
+            project_id=world.project_a, case_id=None, submission_id=sub.id,
+            instance_id=sub.instance_id, case_code="K-9", assessment_date=dt.date(2026, 5, 1),
+            collection_point="follow_up", state="orphan", scores={"safety": 3.0},
+        )  # fmt: skip
+        s.add(orphan)
+        s.flush()
+        item = ReviewItem(
+            project_id=world.project_a, kind="orphan", assessment_id=orphan.id,
+            summary="Follow-up names case K-9, unknown here",
+        )  # fmt: skip
+        s.add(item)
+        s.commit()
+        ids["orphan_item"] = item.id
+        return ids
+
+
+def test_cases_api__viewer_lists_and_opens_case(
+    api: dict[str, Api], world: World, caseload: dict[str, int]
+) -> None:
+    listed = api["viewer"]("GET", f"/projects/{world.project_a}/cases?due=overdue").get_json()
+    assert listed["total"] == 1
+    assert listed["items"][0]["label"] == "K-1" and listed["items"][0]["due"] == "overdue"
+    detail = api["viewer"]("GET", f"/projects/{world.project_a}/cases/{caseload['case']}")
+    body = detail.get_json()
+    assert [a["date"] for a in body["assessments"]] == ["2026-01-05", "2026-04-05"]
+    assert body["series"]["safety"] == [["2026-01-05", 1.5], ["2026-04-05", 2.5]]
+    other = api["viewer"]("GET", f"/projects/{world.project_b}/cases/{caseload['case']}")
+    assert other.status_code == 404
+
+
+def test_case_page__real_series__line_per_domain(
+    client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/cases/{caseload['case']}")
+    svg = page.data.decode()
+    lines = re.findall(r'<polyline class="series-line" data-domain="([^"]+)" points="([^"]+)"', svg)
+    assert sorted(d for d, _ in lines) == sorted(DOMAINS)
+    assert all(len(points.split()) == 2 for _, points in lines)
+
+
+@RESOLVE_BUG
+def test_review__link_orphan_via_api__queue_empties_case_grows(
+    api: dict[str, Api], world: World, caseload: dict[str, int]
+) -> None:
+    a, item = world.project_a, caseload["orphan_item"]
+    queues = api["manager"]("GET", f"/projects/{a}/review-queues").get_json()
+    assert [i["id"] for i in queues["orphans"]] == [item]
+    foreign = api["manager"](
+        "POST", f"/projects/{world.project_b}/review-items/{item}/resolve",
+        json={"action": "link", "case_id": caseload["case"]},
+    )  # fmt: skip
+    assert foreign.status_code == 404
+    ok = api["manager"](
+        "POST", f"/projects/{a}/review-items/{item}/resolve",
+        json={"action": "link", "case_id": caseload["case"]},
+    )  # fmt: skip
+    assert ok.status_code == 204
+    assert api["manager"]("GET", f"/projects/{a}/review-queues").get_json()["orphans"] == []
+    detail = api["viewer"]("GET", f"/projects/{a}/cases/{caseload['case']}").get_json()
+    assert len(detail["assessments"]) == 3
+
+
+@RESOLVE_BUG
+def test_review_page__resolve_with_form(
+    client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}/review"
+    assert b"Follow-up names case K-9" in client.get(path).data
+    token = page_csrf(client, path)
+    resp = client.post(
+        f"{path}/{caseload['orphan_item']}",
+        data={"csrf_token": token, "action": "link", "case_id": str(caseload["case"])},
+    )
+    assert resp.status_code == 302
+    assert b"Follow-up names case K-9" not in client.get(path).data
+
+
+def test_aggregates_and_impact__small_groups_suppressed(
+    api: dict[str, Api], client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    agg = api["viewer"]("GET", f"/projects/{world.project_a}/aggregates").get_json()
+    cells = agg["groups"]["casework_type"]
+    assert cells and all(c["suppressed"] and c["mean"] is None for c in cells)  # one case < 5
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/impact").data.decode()
+    assert 'class="bar suppressed"' in page and 'class="bar"' not in page
+
+
+def test_export__csv_via_api(api: dict[str, Api], world: World, caseload: dict[str, int]) -> None:
+    resp = api["manager"]("GET", f"/projects/{world.project_a}/export?format=csv")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/csv")
+    assert "K-1" in resp.get_data(as_text=True)
+    bad = api["manager"]("GET", f"/projects/{world.project_a}/export?format=pdf")
+    assert bad.status_code == 400 and "format" in bad.get_json()["fields"]
