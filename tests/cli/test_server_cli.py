@@ -128,9 +128,14 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
     first = _ok(runner.invoke("setup", "--demo"))
     var = Path(app_config["VAR_DIR"])
     assert stat.S_IMODE((var / "demo-passphrase.txt").stat().st_mode) == 0o600
-    url = first.strip().splitlines()[-1].split(": ", 1)[1]
+    def url_line(output: str) -> str:
+        return next(line for line in output.splitlines() if line.startswith("Collect server URL"))
+
+    url = url_line(first).split(": ", 1)[1]
+    assert "fictional assessments reconciled" in first
     second = _ok(runner.invoke("setup", "--demo"))
-    assert second.strip().splitlines()[-1].endswith(url)
+    assert url_line(second).endswith(url)
+    assert "demo cases: already seeded" in second
     assert db_session.scalar(select(func.count(Project.id))) == 1
     assert db_session.scalar(select(func.count(AppUser.id))) == 1
     project = db_session.scalars(select(Project)).one()
@@ -142,6 +147,15 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
     contexts = list_contexts(Path(app_config["INSTRUMENTS_DIR"]))
     assert form_list.data.count(b"<xform>") == len(contexts) > 0
     assert "already published" in second and "published" in first
+    # the demo caseload came through upload + reconciliation, only in the demo project
+    from server.models_cases import Case
+    from server.services.cases import review_queues
+
+    codes = db_session.scalars(select(Case.case_code)).all()
+    assert len(codes) == 36 and all(c.startswith("DEMO-") for c in codes)
+    queues = review_queues(db_session, project.id)
+    assert len(queues["orphans"]) == 1 and len(queues["conflicts"]) >= 1
+    assert db_session.scalar(select(func.count(Case.id)).where(Case.closure_ready.is_(True))) > 0
 
 
 def test_forms_publish__context__carries_project_key_and_report(runner, tmp_path, db_session):
