@@ -139,7 +139,8 @@ def _failed() -> Any:
 
 def init_app(app: Any) -> None:
     """Register the health blueprint and the 503 handlers (database down, disk full)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    from flask import request
+    from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
     from server import security
 
@@ -150,6 +151,25 @@ def init_app(app: Any) -> None:
     def _db_down(err: OperationalError) -> Any:
         log.error("database unavailable: %s", type(err.orig).__name__ if err.orig else "?")
         return _unavailable(DB_DOWN_MESSAGE)
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(OverflowError)
+    def _out_of_range(err: Exception) -> Any:
+        # An id in the URL beyond the column's range (found by schemathesis): no row can have
+        # it, so it is "not found" rather than a crash. PostgreSQL says numeric_value_out_of_range
+        # (SQLSTATE 22003), SQLite's driver OverflowError. Any other DataError is a failure.
+        from server.errors_http import openrosa_error
+
+        if isinstance(err, DataError) and getattr(err.orig, "sqlstate", None) != "22003":
+            log.error("database error: %s", type(err.orig).__name__)
+            return _failed()
+
+        message = "Not found on this server."
+        if request.blueprint and request.blueprint != "openrosa":
+            resp = jsonify({"error": "NOT_FOUND", "message": message, "code": 404})
+            resp.status_code = 404
+            return resp
+        return openrosa_error(message, 404)
 
     @app.errorhandler(DBAPIError)
     def _db_error(err: DBAPIError) -> Any:

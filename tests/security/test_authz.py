@@ -143,3 +143,14 @@ def test_openrosa__every_endpoint_every_token_scope__denied_without_leak(app, cl
     # the form list of an out-of-scope user does not name the form
     listing = _openrosa(client, "GET", t["scoped"], t["a"], "formList")
     assert b"household" not in listing.data
+
+
+def test_ids_beyond_column_range__api_and_collect__404_not_500(client, world, field):
+    """Should answer an id no row can have (found by schemathesis) with 404, not a crash."""
+    huge = 2**63 + 12345
+    resp = client.get(f"/api/v1/projects/{huge}", base_url=HTTPS, headers=basic("admin"))
+    assert resp.status_code == 404 and resp.get_json()["error"] == "NOT_FOUND"
+    resp = client.get(f"/api/v1/projects/{2**40}", base_url=HTTPS, headers=basic("admin"))
+    assert resp.status_code == 404
+    resp = client.get(f"/v1/key/{field.token}/projects/{2**40}/formList")
+    assert resp.status_code in (403, 404) and b"<OpenRosaResponse" in resp.data
