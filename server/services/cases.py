@@ -349,7 +349,7 @@ def resolve_review_item(
     item.resolution = action
     item.resolved_by = actor
     audit.record(
-        session, actor, "review.resolve", f"review:{item.id}", kind=item.kind, action=action
+        session, actor, "review.resolve", f"review:{item.id}", kind=item.kind, resolution=action
     )
 
 

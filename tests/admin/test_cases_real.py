@@ -13,16 +13,6 @@ from tests.admin.conftest import Api, World, add_submission, login, page_csrf
 
 DOMAINS = ["safety", "legal", "mental"]
 
-# server/services/cases.py resolve_review_item calls audit.record(..., action=action), which
-# collides with record()'s own ``action`` parameter (TypeError -> 500). Reported to the case
-# services' owner; strict, so this turns red (remove the mark) once it is fixed.
-RESOLVE_BUG = pytest.mark.xfail(
-    reason="cases.resolve_review_item: audit.record() got multiple values for 'action'",
-    raises=AssertionError,
-    strict=True,
-)
-
-
 @pytest.fixture
 def caseload(app: Any, world: World) -> dict[str, int]:
     """Case K-1 (two assessments, overdue) and an orphan follow-up naming K-9, in project A."""
@@ -103,7 +93,6 @@ def test_case_page__real_series__line_per_domain(
     assert all(len(points.split()) == 2 for _, points in lines)
 
 
-@RESOLVE_BUG
 def test_review__link_orphan_via_api__queue_empties_case_grows(
     api: dict[str, Api], world: World, caseload: dict[str, int]
 ) -> None:
@@ -125,7 +114,6 @@ def test_review__link_orphan_via_api__queue_empties_case_grows(
     assert len(detail["assessments"]) == 3
 
 
-@RESOLVE_BUG
 def test_review_page__resolve_with_form(
     client: Any, world: World, caseload: dict[str, int]
 ) -> None:
