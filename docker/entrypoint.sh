@@ -1,7 +1,9 @@
 #!/bin/sh
 # Kintsugi container entry point (also run as-is by tests/ops/test_image_steps.py).
 #   web          migrate the database to head, then serve with gunicorn (docker/gunicorn.conf.py)
-#   worker       reconcile submissions in a loop (kintsugi reconcile every KINTSUGI_RECONCILE_INTERVAL s)
+#   worker       kintsugi reconcile as a long-running worker for KINTSUGI_RECONCILE_PROJECT, unlocking
+#                with the passphrase in KINTSUGI_PASSPHRASE_FILE (a docker secret), polling every
+#                KINTSUGI_RECONCILE_INTERVAL seconds
 #   migrate      kintsugi db upgrade, then exit
 #   healthcheck  exit 0 when /readyz answers 200 on KINTSUGI_HEALTH_URL
 #   anything else is run as a command (e.g. "kintsugi backup --out /backups/x.tar")
@@ -15,10 +17,10 @@ case "${1:-web}" in
     ;;
   worker)
     kintsugi db upgrade
-    while :; do
-      kintsugi reconcile || echo '{"level":"ERROR","logger":"worker","message":"reconcile run failed"}' >&2
-      sleep "${KINTSUGI_RECONCILE_INTERVAL:-30}"
-    done
+    exec kintsugi reconcile \
+      --project "${KINTSUGI_RECONCILE_PROJECT:?set KINTSUGI_RECONCILE_PROJECT (project id)}" \
+      --passphrase-file "${KINTSUGI_PASSPHRASE_FILE:-/run/secrets/kintsugi_passphrase}" \
+      --interval "${KINTSUGI_RECONCILE_INTERVAL:-30}"
     ;;
   migrate)
     exec kintsugi db upgrade

@@ -76,6 +76,8 @@ def test_compose__services__postgres_web_worker_with_volumes():
     assert 'command: ["web"]' in text and 'command: ["worker"]' in text
     assert "pgdata:/var/lib/postgresql/data" in text and "blobs:/var/lib/kintsugi" in text
     assert "KINTSUGI_SECRET_KEY: ${KINTSUGI_SECRET_KEY:?" in text  # no default secret
+    # the worker gets the key passphrase as a secret file, never an environment variable
+    assert "kintsugi_passphrase:\n    file:" in text and "PASSPHRASE:" not in text
 
 
 def _port() -> int:
