@@ -67,6 +67,7 @@ def reconcile_command(
     project_id: int, passphrase_file: Path, once: bool, interval: float, idle_lock: int
 ) -> None:
     """Decrypt, verify, score and reconcile pending submissions into cases."""
+    from server.db import write_lock
     from server.errors import ServerError
     from server.services import custody
     from server.services.reconcile import reconcile_pending
@@ -99,7 +100,11 @@ def reconcile_command(
             if not custody.is_unlocked(project_id):
                 unlock()
             result = reconcile_pending(
-                database.sessionmaker, project_id, config=app.config, actor="worker"
+                database.sessionmaker,
+                project_id,
+                config=app.config,
+                actor="worker",
+                write_lock=write_lock(app),
             )
             if result.processed or once:
                 click.echo(

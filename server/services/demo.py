@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import func, select
 
 from form_compiler.instance import build_instance
+from server.db import write_lock
 from server.models import Form, FormVersion, Project, Submission
 from server.services import custody
 from server.services.reconcile import ReconcileResult, reconcile_pending
@@ -179,7 +180,11 @@ def seed_demo(
         session.commit()
     try:
         return reconcile_pending(
-            database.sessionmaker, project_id, config=app.config, actor="setup"
+            database.sessionmaker,
+            project_id,
+            config=app.config,
+            actor="setup",
+            write_lock=write_lock(app),
         )
     finally:
         with database.sessionmaker() as session:

@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,16 +110,20 @@ def reconcile_pending(
     limit: int | None = None,
     batch: int = 20,
     actor: str = "worker",
+    write_lock: AbstractContextManager[Any] | None = None,
 ) -> ReconcileResult:
     """Process pending submissions of a project until none is left (or ``limit``).
 
     Each batch is one transaction (claimed rows stay locked on PostgreSQL until it commits).
     Stops early, leaving submissions pending, when the project key is locked.
+
+    :param write_lock: ``server.db.write_lock(app)``: on SQLite the one lock every writer
+        (uploads included) takes, so a worker never makes an upload wait on "database is locked"
     """
     total = ReconcileResult()
     while limit is None or total.processed < limit:
         size = batch if limit is None else min(batch, limit - total.processed)
-        with session_factory() as session:
+        with write_lock or nullcontext(), session_factory() as session:
             claimed = _claim(session, project_id, size)
             if not claimed:
                 break

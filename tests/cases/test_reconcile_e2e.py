@@ -3,11 +3,9 @@ unlock, reconcile with the CLI, and check every case against values computed her
 
 from __future__ import annotations
 
-import base64
 import uuid
 
 import pytest
-from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import select
 
 from server.blobs import make_blob_store
@@ -15,54 +13,8 @@ from server.models import AuditLog, Entity, Submission
 from server.models_cases import Assessment, Case
 from server.services import cases as case_services
 from server.services import custody
-from server.services.projects import create_project
-from server.services.publishing import publish_context
-from server.services.users import create_app_user
-from tests.cases.fieldwork import encrypted_upload, expected_scores, instance_xml, ratings_for
-from tests.server.collect import CollectActions
-
-PASSPHRASE = "fictional passphrase for tests"
-CONTEXT = "kenya-police-abuse"
-
-
-@pytest.fixture
-def field(app, client, tmp_path):
-    """An encrypted project with the Kenya form published and a device."""
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        project = create_project(s, "Nairobi aftercare", passphrase=PASSPHRASE.encode())
-        _user, token = create_app_user(s, project, "Tablet 1")
-        version, _ = publish_context(
-            s, make_blob_store(app.config, s), project, app.config, CONTEXT
-        )
-        s.commit()
-        pid, report, key_b64 = project.id, version.report, project.active_key.public_key_b64
-    pw = tmp_path / "pass.txt"
-    pw.write_text(PASSPHRASE + "\n")
-    collect = CollectActions(client, f"/v1/key/{token}/projects/{pid}")
-    public = load_der_public_key(base64.b64decode(key_b64))
-
-    class Field:
-        project_id, passphrase_file = pid, pw
-
-        def __init__(self):
-            self.report = report
-
-        def post(self, manifest, files):
-            resp = collect.submit(manifest, files)
-            assert resp.status_code == 201, resp.data
-            return resp
-
-        def encrypt(self, **kw):
-            instance_id, xml = instance_xml(report, **kw)
-            return (instance_id, *encrypted_upload(report, public, instance_id, xml))
-
-        def send(self, **kw):
-            instance_id, manifest, files = self.encrypt(**kw)
-            self.post(manifest, files)
-            return instance_id, manifest, files
-
-    yield Field()
-    custody.lock_all()
+from tests.cases.conftest import PASSPHRASE
+from tests.cases.fieldwork import expected_scores, ratings_for
 
 
 def _case(db_session, pid, code) -> Case:

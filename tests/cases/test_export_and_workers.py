@@ -1,0 +1,133 @@
+"""Exports as an admin runs them, and several reconciliation workers at once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import uuid
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import func, select
+
+from server.db import write_lock
+from server.models import Submission
+from server.models_cases import Assessment
+from server.services import custody
+from server.services.reconcile import reconcile_pending
+from tests.cases.conftest import PASSPHRASE
+from tests.cases.fieldwork import expected_scores, ratings_for
+
+
+def _season(field, n_cases: int = 3) -> dict[str, dict]:
+    r = field.report
+    sent = {}
+    for i in range(n_cases):
+        ent = str(uuid.uuid4())
+        code = f"KE-{100 + i:04d}"
+        first = ratings_for(r, str(1 + i % 3))
+        later = ratings_for(r, str(2 + i % 3))
+        field.send(
+            case_code=code,
+            point="intake",
+            date="2026-01-0" + str(i + 1),
+            ratings=first,
+            entity_id=ent,
+        )
+        field.send(
+            case_code=code,
+            point="six_month",
+            date="2026-07-0" + str(i + 1),
+            ratings=later,
+            entity_id=ent,
+        )
+        sent[code] = {"intake": expected_scores(r, first), "six_month": expected_scores(r, later)}
+    return sent
+
+
+def test_export_cases__long_wide_xlsx__rows_and_scores(field, runner, tmp_path):
+    """Should export one row per assessment x domain (long) and per assessment (wide)."""
+    sent = _season(field)
+    assert runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
+                         str(field.passphrase_file), "--once").exit_code == 0  # fmt: skip
+    long_path = tmp_path / "long.csv"
+    result = runner.invoke(
+        "export", "cases", "--project", str(field.project_id), "--out", str(long_path)
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(long_path.read_text())))
+    assert len(rows) == 3 * 2 * 6
+    assert {
+        "case_code",
+        "instance_id",
+        "assessment_date",
+        "collection_point",
+        "domain",
+        "score",
+    } <= set(rows[0])
+    for row in rows:
+        want = sent[row["case_code"]][row["collection_point"]][row["domain"]]
+        assert float(row["score"]) == pytest.approx(want)
+    wide_path = tmp_path / "wide.csv"
+    runner.invoke(
+        "export", "cases", "--project", str(field.project_id), "--wide", "--out", str(wide_path)
+    )
+    wide = list(csv.DictReader(io.StringIO(wide_path.read_text())))
+    assert len(wide) == 6 and "score_SAF" in wide[0] and "rating_SAF1" in wide[0]
+    xlsx_path = tmp_path / "cases.xlsx"
+    runner.invoke(
+        "export",
+        "cases",
+        "--project",
+        str(field.project_id),
+        "--format",
+        "xlsx",
+        "--out",
+        str(xlsx_path),
+    )
+    workbook = load_workbook(xlsx_path, read_only=True)
+    try:
+        assert sum(1 for _ in workbook.active.iter_rows()) == 1 + 36
+    finally:
+        workbook.close()
+
+
+def test_reconcile__two_workers_at_once__every_submission_exactly_once(field, app, db_session):
+    """Should let two workers run at once without double-processing.
+
+    PostgreSQL: rows are claimed with FOR UPDATE SKIP LOCKED. SQLite: writers serialise, and the
+    per-submission idempotency check keeps a second claim of a row from adding anything.
+    """
+    _season(field, n_cases=5)
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(
+                reconcile_pending(
+                    sessionmaker,
+                    field.project_id,
+                    config=app.config,
+                    batch=2,
+                    write_lock=write_lock(app),
+                )
+            )
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sum(r.processed for r in results) == 10
+    db_session.expire_all()
+    assert db_session.scalar(select(func.count(Assessment.id))) == 10
+    statuses = db_session.scalars(select(Submission.status)).all()
+    assert statuses == ["decrypted"] * 10
