@@ -121,6 +121,10 @@ class PageSchema(Schema):
 
 class SubmissionPageSchema(PageSchema):
     items = fields.List(fields.Nested(SubmissionSchema), required=True)
+    quarantined_uploads = fields.Integer(
+        required=True,
+        metadata={"description": "uploads that could not be read as a submission (kept raw)"},
+    )
 
 
 class KeyStatusSchema(Schema):

@@ -268,6 +268,21 @@ def list_submissions(
     return rows[offset : offset + limit], len(rows)
 
 
+def quarantined_uploads(db: Session, project_id: int) -> int:
+    """Unresolved uploads of the project the server could not read as a submission."""
+    from server.models import QuarantinedUpload
+
+    return int(
+        db.scalar(
+            select(func.count(QuarantinedUpload.id)).where(
+                QuarantinedUpload.project_id == project_id,
+                QuarantinedUpload.resolved_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
 def key_status(db: Session, project: Project) -> dict[str, Any]:
     """Encryption, unlock state and backlog of a project."""
     pending = db.scalar(
@@ -538,7 +553,11 @@ def submissions_list(db: Session, user: WebUser, project_id: int) -> Response:
     rows, total = list_submissions(
         db, project_id, status=status, flagged=flagged, limit=limit, offset=offset
     )
-    page = {"items": [submission_out(s) for s in rows], "total": total}
+    page = {
+        "items": [submission_out(s) for s in rows],
+        "total": total,
+        "quarantined_uploads": quarantined_uploads(db, project_id),
+    }
     return dump(SubmissionPageSchema, {**page, "limit": limit, "offset": offset})
 
 

@@ -325,6 +325,7 @@ def submissions(db: Session, user: WebUser, project_id: int) -> Any:
     return render_template(
         "admin/submissions.html", user=user, project=p, rows=rows, total=total, status=status,
         flagged=flagged, status_words=STATUS_WORDS, flag_explanations=FLAG_EXPLANATIONS,
+        quarantined_uploads=core.quarantined_uploads(db, p.id),
     )  # fmt: skip
 
 

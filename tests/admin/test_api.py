@@ -118,6 +118,7 @@ def test_submissions__scoped_to_project_with_status(api: dict[str, Api], world: 
     assert b["items"][0]["instance_id"] == "uuid:b-1"
     assert b["items"][0]["status"] == "received"
     assert b["items"][0]["flagged"] is False
+    assert a["quarantined_uploads"] == b["quarantined_uploads"] == 0
 
 
 def test_submissions__bad_status__clear_validation_error(api: dict[str, Api], world: World) -> None:

@@ -120,12 +120,17 @@ def test_app_user_create__shows_qr_svg_and_url_once(client: Any, world: World) -
 def test_submissions__plaintext_flag_explained(client: Any, world: World, db_session: Any) -> None:
     form = db_session.query(Form).filter_by(project_id=world.project_a).one()
     add_submission(db_session, form, "uuid:flagged", flags=[FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM])
+    from server.models import QuarantinedUpload
+
+    db_session.add(QuarantinedUpload(project_id=world.project_a, reason="not multipart",
+                                     blob_key="q/1", size=3, sha256="0" * 64))  # fmt: skip
     db_session.commit()
     login(client, "manager")
     page = client.get(f"/admin/projects/{world.project_a}/submissions?flagged=1").data
     assert b"uuid:flagged" in page
     assert b"Arrived unencrypted although the form is encrypted" in page
     assert b"uuid:b-1" not in page  # project B's submission
+    assert re.search(rb'id="quarantined-uploads"><strong>1</strong> upload', page)
 
 
 def test_caseload__filters_and_badges(client: Any, cases: Any, world: World) -> None:
