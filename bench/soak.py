@@ -80,7 +80,9 @@ def main() -> int:
         server = Gunicorn(cfg, workers=args.workers, log=tmp / "gunicorn.log")
         env = {**os.environ, "KINTSUGI_DATABASE_URL": url, "KINTSUGI_DATA_DIR": cfg["DATA_DIR"],
                "KINTSUGI_VAR_DIR": cfg["VAR_DIR"], "KINTSUGI_SECRET_KEY": cfg["SECRET_KEY"],
-               "KINTSUGI_RECONCILE_INTERVAL": "5"}  # fmt: skip
+               "KINTSUGI_RECONCILE_INTERVAL": "5", "KINTSUGI_RECONCILE_PROJECT": str(pid),
+               "KINTSUGI_PASSPHRASE_FILE": str(tmp / "passphrase")}  # fmt: skip
+        (tmp / "passphrase").write_text("soak project has no key\n")
         probe = subprocess.run(
             [str(Path(sys.executable).parent / "kintsugi"), "reconcile", "--help"],
             env=env, capture_output=True,
@@ -164,6 +166,13 @@ def main() -> int:
                 mid = _rss_mb(server.proc)
         elapsed = time.monotonic() - started
         rss_end = _rss_mb(server.proc)
+        worker_state = (
+            "not installed"
+            if worker is None
+            else "running throughout"
+            if worker.poll() is None
+            else f"exited with {worker.returncode}"
+        )
         server.kill()
 
         from sqlalchemy import create_engine, text
@@ -176,7 +185,7 @@ def main() -> int:
         lat.sort()
         p95 = lat[int(len(lat) * 0.95) - 1] * 1000 if lat else float("nan")
         print(f"soak: {args.devices} devices, {elapsed:.0f} s, gunicorn {args.workers} workers, "
-              f"PostgreSQL, worker {'running' if worker else 'not installed (no kintsugi reconcile)'}")  # fmt: skip
+              f"PostgreSQL, reconcile worker {worker_state}")  # fmt: skip
         print(f"requests        {counts['requests']}  ({counts['requests'] / elapsed:.1f} req/s)")
         print(f"uploads         {counts['uploads']}  ({counts['uploads'] / elapsed:.1f}/s), "
               f"duplicates {counts['duplicates']}, retries {counts['retries']}")  # fmt: skip
