@@ -17,7 +17,7 @@ from typing import Any
 
 from form_compiler.errors import SourceError
 
-__all__ = ["Node", "load_json", "loads_json"]
+__all__ = ["Node", "load_json", "loads_json", "loads_json_fast"]
 
 
 class Node(dict):
@@ -87,7 +87,31 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
         ) from err
 
 
-def load_json(path: Path, display: str | None = None) -> Any:
+class _DuplicateKeyError(Exception):
+    """Internal: the fast path met a repeated key; the tracking parser reports it."""
+
+
+def _fast_node(pairs: list[tuple[str, Any]]) -> Node:
+    node = Node(pairs)
+    if len(node) != len(pairs):
+        raise _DuplicateKeyError
+    return node
+
+
+def loads_json_fast(text: str, file: str = "<memory>") -> Any:
+    """Like :func:`loads_json` with the C decoder, but objects carry no line numbers.
+
+    For large files whose checks rarely fail (translations): a caller that needs a line for
+    an error re-reads with :func:`loads_json`. Syntax errors and duplicate keys fall back to
+    the tracking parser, so they are still reported with their line.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_fast_node)
+    except (json.JSONDecodeError, _DuplicateKeyError):
+        return loads_json(text, file)
+
+
+def load_json(path: Path, display: str | None = None, *, track_lines: bool = True) -> Any:
     """Read and parse a JSON file (UTF-8). ``display`` is the name used in messages."""
     name = display or str(path)
     try:
@@ -96,4 +120,4 @@ def load_json(path: Path, display: str | None = None) -> Any:
         raise SourceError("file not found", file=name) from err
     except UnicodeDecodeError as err:
         raise SourceError("the file is not UTF-8 text", file=name) from err
-    return loads_json(text, name)
+    return loads_json(text, name) if track_lines else loads_json_fast(text, name)

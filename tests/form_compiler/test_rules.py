@@ -112,3 +112,27 @@ def test_context__allowed_changes__compile(instruments):
     assert b"Local wording for distress." in form.xform
     assert b"/data/assessment/local/local_referral" in form.xform
     assert form.report["scoring"]["closure"]["threshold"] == 3.5
+
+
+def test_translation__broken_entry__file_and_line_of_that_entry(instruments):
+    """Should name the translation file and the line of the entry missing its status."""
+    from form_compiler.errors import TranslationError
+
+    path = instruments / "aso" / "i18n" / "es.json"
+    edit_json(path, lambda d: d["entries"]["SAF1.label"].pop("status"))
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if '"SAF1.label"' in t)
+    with pytest.raises(TranslationError) as err:
+        plan_context(instruments, "guatemala-vawc")
+    assert str(err.value).startswith(f"aso/i18n/es.json:{line}: ")
+
+
+def test_translation__duplicate_key__source_error_with_line(instruments):
+    """Should refuse a hand-edited translation file that repeats a key, naming its line."""
+    path = instruments / "aso" / "i18n" / "es.json"
+    lines = path.read_text().splitlines()
+    i = next(n for n, t in enumerate(lines) if '"SAF1.label"' in t)
+    dup = ['    "SAF1.label": {"source": "x", "text": "y", "status": "draft"},']
+    path.write_text("\n".join(lines[:i] + dup + lines[i:]) + "\n")
+    with pytest.raises(SourceError, match="appears twice") as err:
+        plan_context(instruments, "guatemala-vawc")
+    assert "aso/i18n/es.json:" in str(err.value)
