@@ -13,6 +13,7 @@ from tests.admin.conftest import Api, World, add_submission, login, page_csrf
 
 DOMAINS = ["safety", "legal", "mental"]
 
+
 @pytest.fixture
 def caseload(app: Any, world: World) -> dict[str, int]:
     """Case K-1 (two assessments, overdue) and an orphan follow-up naming K-9, in project A."""
