@@ -85,6 +85,38 @@ class ReconcileResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+@dataclass(frozen=True)
+class _VersionInfo:
+    project_id: int
+    fingerprint: str | None
+    report: dict[str, Any] | None
+    scorer: Scorer | None
+
+
+#: form versions are immutable once published: their report, key and scorer are cached per process
+_VERSIONS: dict[int, _VersionInfo] = {}
+
+
+def version_info(session: Session, form_version_id: int) -> _VersionInfo:
+    """Project, key fingerprint, report and scorer of a form version (cached)."""
+    info = _VERSIONS.get(form_version_id)
+    if info is None:
+        row = session.execute(
+            select(Form.project_id, FormVersion.key_fingerprint, FormVersion.report)
+            .join(Form, Form.id == FormVersion.form_id)
+            .where(FormVersion.id == form_version_id)
+        ).one()
+        report = row.report if row.report and "domains" in row.report else None
+        info = _VersionInfo(
+            row.project_id,
+            row.key_fingerprint,
+            report,
+            Scorer.from_report(report) if report else None,
+        )
+        _VERSIONS[form_version_id] = info
+    return info
+
+
 def _claim(session: Session, project_id: int, batch: int) -> list[Submission]:
     stmt = (
         select(Submission)
@@ -211,10 +243,10 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
         raise UnusableSubmissionError(
             "the submission was marked encrypted but its manifest is plaintext"
         )
-    version = session.get(FormVersion, sub.form_version_id)
-    if version is None or not version.key_fingerprint:
+    fingerprint = version_info(session, sub.form_version_id).fingerprint
+    if not fingerprint:
         raise UnusableSubmissionError("the form version has no encryption key on record")
-    key = custody.get_private_key(project_id, version.key_fingerprint)
+    key = custody.get_private_key(project_id, fingerprint)
     try:
         decrypted = decrypt_submission(envelope, key, _files(session, store, sub))
     except ProtocolError as err:
@@ -256,8 +288,8 @@ def reconcile_submission(
     session: Session, store: Any, sub: Submission, *, result: ReconcileResult, actor: str = "worker"
 ) -> None:
     """Reconcile one submission (inside the caller's transaction). Idempotent per submission."""
-    form = session.get(Form, sub.form_id)
-    project_id = form.project_id
+    info = version_info(session, sub.form_version_id)
+    project_id = info.project_id
     result.processed += 1
     if session.scalar(select(exists().where(Assessment.submission_id == sub.id))):
         sub.status = DECRYPTED if sub.encrypted else RECONCILED
@@ -288,14 +320,12 @@ def reconcile_submission(
             session, project_id, "plaintext_for_encrypted_form", sub.id,
             summary=f"Submission {sub.instance_id} arrived unencrypted for a form that requires encryption.",
         )  # fmt: skip
-    version = session.get(FormVersion, sub.form_version_id)
-    report = version.report if version is not None else None
-    if not report or "domains" not in report:
+    report, scorer = info.report, info.scorer
+    if report is None or scorer is None:
         return  # not an instrument form: stored, nothing to score
     data = read_assessment(instance.root, report)
     if data.consent != "yes":
         return  # consent refused (or not recorded): only that is kept
-    scorer = Scorer.from_report(report)
     ratings = _canonical(data.ratings, report, data.instrument_version)
     scores = scorer.score(ratings)
     flags: list[str] = []
@@ -485,12 +515,10 @@ def refresh_case(
     case.latest_scores = latest.scores
     case.casework_type = latest.casework_type or case.casework_type
     case.office = latest.office or case.office
-    version = session.scalar(
-        select(FormVersion)
-        .join(Submission, Submission.form_version_id == FormVersion.id)
-        .where(Submission.id == latest.submission_id)
+    version_id = session.scalar(
+        select(Submission.form_version_id).where(Submission.id == latest.submission_id)
     )
-    scorer = Scorer.from_report(version.report)
+    scorer = version_info(session, version_id).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
     if len(rows) >= 2:
         before = rows[-2].scores
