@@ -379,6 +379,11 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+@bp.app_template_filter("domain_label")
+def _domain_label_filter(domain: str) -> str:
+    return domain_label(str(domain))
+
+
 @bp.app_template_filter("field")
 def _field_filter(obj: Any, *names: str) -> Any:
     return _get(obj, *names)
@@ -397,12 +402,35 @@ def cases(db: Session, user: WebUser, project_id: int) -> Any:
     )  # fmt: skip
 
 
+@functools.cache
+def _instrument_labels(instruments_dir: str) -> dict[str, str]:
+    import json
+    from pathlib import Path
+
+    labels: dict[str, str] = {}
+    for path in sorted(Path(instruments_dir).glob("*/instrument.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for d in data.get("domains", []):
+            if isinstance(d, dict) and d.get("id") and d.get("label"):
+                labels.setdefault(str(d["id"]), str(d["label"]))
+    return labels
+
+
+def domain_label(domain: str) -> str:
+    """The instrument's label of a domain id (``SAF`` -> ``Safety``), else the id itself."""
+    return _instrument_labels(current_app.config["INSTRUMENTS_DIR"]).get(domain, domain)
+
+
 @bp.get("/projects/<int:project_id>/cases/<int:case_id>")
 @page(VIEWER)
 def case(db: Session, user: WebUser, project_id: int, case_id: int) -> Any:
     p = _project_ctx(db, project_id)
     detail = core.case_of_project(db, p.id, case_id)
     series = _get(detail, "series", "domain_series", "per_domain", default={}) or {}
+    series = {domain_label(str(k)): v for k, v in series.items()}
     return render_template(
         "admin/case.html", user=user, project=p, case=detail,
         chart=trend_chart(series, title="Domain scores over time"),
@@ -457,7 +485,9 @@ def aggregate_charts(agg: Any) -> list[Any]:
     """
     out = []
     for dimension, cells in (getattr(agg, "groups", None) or {}).items():
-        bars = [Bar(f"{c.label} · {c.domain}", c.mean, c.n, c.suppressed) for c in cells]
+        bars = [
+            Bar(f"{c.label} · {domain_label(c.domain)}", c.mean, c.n, c.suppressed) for c in cells
+        ]
         if bars:
             span = max([0.5, *(abs(b.value) for b in bars if b.value is not None)])
             out.append(
