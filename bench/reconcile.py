@@ -1,0 +1,296 @@
+"""Reconciliation throughput and case-page latency on PostgreSQL.
+
+1. Ingests N encrypted Collect-format submissions (through the ingest service, as the HTTP
+   view does) into a fresh PostgreSQL database, then reconciles them with 1 worker process and
+   again (after a reset) with 2 worker processes. Prints submissions/s and, measured in the
+   same run, the bare limit: one RSA-OAEP private decrypt + AES-CFB of the same bytes per
+   submission on one core. Target: >= 0.5 of the limit per worker.
+2. Bulk-loads a caseload of C cases / 4C assessments and times the caseload query
+   (``list_cases``, first page and an overdue filter) and a case page (``get_case``): p50/p95.
+   Target: p95 < 200 ms at 100,000 cases / 400,000 assessments.
+
+Run: .venv/bin/python bench/reconcile.py [--submissions 10000] [--cases 100000]
+PostgreSQL from KINTSUGI_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
+a fresh database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import multiprocessing
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PASSPHRASE = b"benchmark passphrase (fictional)"
+ADMIN_URL = os.environ.get(
+    "KINTSUGI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _fresh_database() -> tuple[str, callable]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(ADMIN_URL)
+    name = f"kintsugi_bench_{secrets.token_hex(4)}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop():
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+    return admin.set(database=name).render_as_string(hide_password=False), drop
+
+
+def _app(url: str, tmp: str):
+    from server import create_app
+
+    return create_app({
+        "ENV": "testing", "SECRET_KEY": "bench-" + "x" * 40, "DATABASE_URL": url,
+        "VAR_DIR": tmp, "DATA_DIR": tmp + "/data", "BASE_URL": "http://127.0.0.1",
+        "INSTRUMENTS_DIR": str(REPO / "instruments"),
+    })  # fmt: skip
+
+
+def _instance(report, rng, code, entity, point, date):
+    from form_compiler.instance import build_instance
+
+    refs = report["refs"]
+    answers = {refs["consent"]: "yes", refs["collection_point"]: point, refs["case_code"]: code,
+               refs["assessment_date"]: date, refs["assessor"]: "B", refs["casework_type"]: report["casework_types"][0],
+               refs["office"]: report["offices"][0], refs["return_environment"]: "yes"}  # fmt: skip
+    answers[refs["case_code_new"] if point == "intake" else refs["case"]] = (
+        code if point == "intake" else entity
+    )
+    for d in report["domains"]:
+        vals = [str(rng.randint(1, 4)) for _ in d["rating_refs"]]
+        for ref, v in zip(d["rating_refs"], vals, strict=True):
+            answers[ref] = v
+        answers[d["score_ref"]] = repr(sum(map(int, vals)) / len(vals))
+    instance_id = f"uuid:{uuid.uuid4()}"
+    ent = {"dataset": "cases", "id": entity, "create": "1" if point == "intake" else "0",
+           "update": "0" if point == "intake" else "1", "baseVersion": "1", "label": code}  # fmt: skip
+    return instance_id, build_instance(report, answers, instance_id=instance_id, entity=ent)
+
+
+def ingest(app, n: int) -> tuple[int, bytes, dict]:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from server.blobs import make_blob_store
+    from server.services.projects import create_project
+    from server.services.publishing import publish_context
+    from server.services.submissions import Upload, receive_submission
+    from sync_protocol.crypto import encrypt_submission
+
+    sm = app.extensions["kintsugi.db"].sessionmaker
+    with sm() as s:
+        project = create_project(s, "Bench (fictional)", passphrase=PASSPHRASE)
+        version, _ = publish_context(
+            s, make_blob_store(app.config, s), project, app.config, "kenya-police-abuse"
+        )
+        s.commit()
+        pid, report, key_b64 = project.id, version.report, project.active_key.public_key_b64
+    public = load_der_public_key(base64.b64decode(key_b64))
+    rng = random.Random(1)
+    sample = None
+    with sm() as s:
+        store = make_blob_store(app.config, s)
+        for i in range(n):
+            code, entity = f"BN-{i // 4:05d}", str(uuid.UUID(int=i // 4 + 1))
+            point = ["intake", "six_month", "annual", "annual"][i % 4]
+            date = (
+                dt.date(2024, 1, 1) + dt.timedelta(days=182 * (i % 4) + (i % 4 == 3) * 365)
+            ).isoformat()
+            instance_id, xml = _instance(report, rng, code, entity, point, date)
+            manifest, files = encrypt_submission(
+                xml,
+                public,
+                form_id=report["form_id"],
+                version=report["version"],
+                instance_id=instance_id,
+            )
+            sample = sample or (xml, files)
+            receive_submission(s, store, pid, Upload(xml=manifest, parts=files))
+            if i % 200 == 199:
+                s.commit()
+        s.commit()
+    return pid, sample[0], sample[1]
+
+
+def _worker(url: str, tmp: str, pid: int, barrier, queue) -> None:
+    from server.services import custody
+    from server.services.reconcile import reconcile_pending
+
+    app = _app(url, tmp)
+    sm = app.extensions["kintsugi.db"].sessionmaker
+    with sm() as s:
+        custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
+        s.commit()
+    barrier.wait()
+    start = time.perf_counter()
+    result = reconcile_pending(sm, pid, config=app.config, batch=50, actor="bench")
+    queue.put((result.processed, time.perf_counter() - start))
+
+
+def run_workers(url: str, tmp: str, pid: int, workers: int) -> tuple[int, float]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(url, tmp, pid, barrier, queue)) for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(r[0] for r in results), max(r[1] for r in results)
+
+
+def reset(app) -> None:
+    from sqlalchemy import text
+
+    with app.extensions["kintsugi.db"].engine.begin() as conn:
+        conn.execute(text("TRUNCATE review_items, assessments, cases RESTART IDENTITY CASCADE"))
+        conn.execute(text("DELETE FROM entities"))
+        conn.execute(text("UPDATE submissions SET status = 'pending_decryption' WHERE encrypted"))
+
+
+def bare_limit(xml: bytes, files: dict) -> float:
+    """Submissions/s on one core for one RSA-OAEP private decrypt + AES-CFB of the same bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    from sync_protocol import crypto, keys
+
+    key = keys.generate_private_key(2048)
+    wrapped = key.public_key().encrypt(os.urandom(32), crypto._OAEP)
+    ct = files["submission.xml.enc"]
+    aes, iv = os.urandom(32), os.urandom(16)
+    n, start = 0, time.process_time()
+    while time.process_time() - start < 2.0:
+        key.decrypt(wrapped, crypto._OAEP)
+        d = Cipher(algorithms.AES(aes), crypto.CFB(iv)).decryptor()
+        d.update(ct)
+        d.finalize()
+        n += 1
+    return n / (time.process_time() - start)
+
+
+def caseload(app, pid: int, n_cases: int) -> None:
+    from sqlalchemy import insert, text
+
+    from server.models_cases import Assessment, Case
+    from server.services.cases import get_case, list_cases
+
+    engine = app.extensions["kintsugi.db"].engine
+    today = dt.date.today()
+    rng = random.Random(2)
+    scores = {d: 2.5 for d in ("SAF", "LEG", "MEN", "ECO", "SOC", "PHY")}
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        sub_id = conn.execute(text("SELECT min(id) FROM submissions")).scalar()
+        conn.execute(text("ALTER TABLE assessments DROP CONSTRAINT uq_assessments_submission_id"))
+        chunk = 5000
+        for base in range(0, n_cases, chunk):
+            conn.execute(insert(Case), [
+                {"project_id": pid, "case_code": f"LC-{i:06d}", "entity_uuid": str(uuid.UUID(int=10**9 + i)),
+                 "casework_type": rng.choice(["torture", "unlawful_detention"]), "office": rng.choice(["nairobi", "mombasa"]),
+                 "status": "open", "intake_date": today - dt.timedelta(days=700), "latest_date": today - dt.timedelta(days=rng.randint(0, 500)),
+                 "next_due": today + dt.timedelta(days=rng.randint(-200, 300)), "closure_ready": rng.random() < 0.2,
+                 "latest_scores": scores, "intake_scores": scores, "flags": [], "assessment_count": 4,
+                 "created_at": dt.datetime.now(dt.UTC), "updated_at": dt.datetime.now(dt.UTC)}
+                for i in range(base, min(n_cases, base + chunk))
+            ])  # fmt: skip
+        first_case = conn.execute(
+            text("SELECT min(id) FROM cases WHERE case_code LIKE 'LC-%'")
+        ).scalar()
+        for base in range(0, n_cases, chunk // 4):
+            conn.execute(insert(Assessment), [
+                {"project_id": pid, "case_id": first_case + i, "submission_id": sub_id, "instance_id": f"uuid:lc-{i}-{k}",
+                 "state": "active", "assessment_date": today - dt.timedelta(days=700 - 182 * k), "collection_point": "annual",
+                 "ratings": {}, "scores": scores, "device_scores": scores, "survivor_view": {}, "has_notes": False, "flags": [],
+                 "created_at": dt.datetime.now(dt.UTC)}
+                for i in range(base, min(n_cases, base + chunk // 4)) for k in range(4)
+            ])  # fmt: skip
+        conn.execute(text("ANALYZE"))
+    print(
+        f"loaded {n_cases} cases / {4 * n_cases} assessments in {time.perf_counter() - start:.0f} s"
+    )
+
+    def timed(fn, repeat=60):
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        times.sort()
+        return statistics.median(times), times[int(0.95 * len(times)) - 1]
+
+    sm = app.extensions["kintsugi.db"].sessionmaker
+    with sm() as s:
+        ids = [first_case + rng.randrange(n_cases) for _ in range(60)]
+        it = iter(ids)
+        for name, fn in (
+            ("caseload page", lambda: list_cases(s, pid, limit=50)),
+            (
+                "caseload, overdue filter",
+                lambda: list_cases(s, pid, due="overdue", office="nairobi", limit=50),
+            ),
+            ("caseload, search", lambda: list_cases(s, pid, q="LC-0999", limit=50)),
+            ("case page", lambda: get_case(s, next(it))),
+        ):
+            p50, p95 = timed(fn)
+            print(f"{name:28s} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  (target p95 < 200 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--submissions", type=int, default=10000)
+    parser.add_argument("--cases", type=int, default=100000)
+    args = parser.parse_args()
+    url, drop = _fresh_database()
+    tmp = tempfile.mkdtemp()
+    try:
+        from server import db
+
+        db.upgrade(url)
+        app = _app(url, tmp)
+        t = time.perf_counter()
+        pid, xml, files = ingest(app, args.submissions)
+        print(
+            f"ingested {args.submissions} encrypted submissions in {time.perf_counter() - t:.0f} s"
+        )
+        limit = bare_limit(xml, files)
+        print(
+            f"limit: one RSA-OAEP private decrypt + AES-CFB of {len(files['submission.xml.enc'])} B: {limit:.0f}/s per core"
+        )
+        for workers in (1, 2):
+            if workers > 1:
+                reset(app)
+            n, seconds = run_workers(url, tmp, pid, workers)
+            rate = n / seconds
+            print(f"{workers} worker(s): {n} submissions in {seconds:.1f} s = {rate:.0f}/s; "
+                  f"per worker {rate / workers:.0f}/s = {rate / workers / limit:.2f} of the limit (target >= 0.5)")  # fmt: skip
+        if args.cases:
+            caseload(app, pid, args.cases)
+        app.extensions["kintsugi.db"].engine.dispose()
+    finally:
+        drop()
+
+
+if __name__ == "__main__":
+    main()
