@@ -93,13 +93,17 @@ class _VersionInfo:
     scorer: Scorer | None
 
 
-#: form versions are immutable once published: their report, key and scorer are cached per process
-_VERSIONS: dict[int, _VersionInfo] = {}
+#: form versions are immutable once published, so their report, key and scorer are cached. The
+#: cache lives on the pooled database connection, not in a module global: ids are only unique
+#: within one database (a process that opens another database, or one emptied and refilled as
+#: tests do, must never see another database's key fingerprint for "version 1").
+_CACHE_KEY = "kintsugi.form_versions"
 
 
 def version_info(session: Session, form_version_id: int) -> _VersionInfo:
-    """Project, key fingerprint, report and scorer of a form version (cached)."""
-    info = _VERSIONS.get(form_version_id)
+    """Project, key fingerprint, report and scorer of a form version (cached per connection)."""
+    cache: dict[int, _VersionInfo] = session.connection().info.setdefault(_CACHE_KEY, {})
+    info = cache.get(form_version_id)
     if info is None:
         row = session.execute(
             select(Form.project_id, FormVersion.key_fingerprint, FormVersion.report)
@@ -113,7 +117,7 @@ def version_info(session: Session, form_version_id: int) -> _VersionInfo:
             report,
             Scorer.from_report(report) if report else None,
         )
-        _VERSIONS[form_version_id] = info
+        cache[form_version_id] = info
     return info
 
 
