@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exists, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
 from server.blobs import make_blob_store, read_all
-from server.errors import KeyLockedError, ServerError, UnusableSubmissionError
+from server.errors import CustodyError, KeyLockedError, ServerError, UnusableSubmissionError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionAttachment
 from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
 from server.services import audit, custody
@@ -172,6 +173,18 @@ def reconcile_pending(
                 except KeyLockedError:
                     result.skipped_locked += 1
                     break
+                except SQLAlchemyError:
+                    raise  # the database itself failed: the batch rolls back, rows stay pending
+                except Exception as err:  # one bad submission must not stall the queue
+                    # only the type: an exception's text may quote a decrypted answer
+                    log.error("reconciling submission %s failed: %s", sub.id, type(err).__name__)
+                    with session.begin_nested():
+                        _quarantine(
+                            session, sub, project_id,
+                            f"reconciliation failed unexpectedly ({type(err).__name__}); "
+                            "see the server log, then re-queue it",
+                            result,
+                        )  # fmt: skip
             session.commit()
         total.add(result)
         if result.skipped_locked or result.processed == 0:
@@ -250,7 +263,12 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
     fingerprint = version_info(session, sub.form_version_id).fingerprint
     if not fingerprint:
         raise UnusableSubmissionError("the form version has no encryption key on record")
-    key = custody.get_private_key(project_id, fingerprint)
+    try:
+        key = custody.get_private_key(project_id, fingerprint)
+    except KeyLockedError:
+        raise  # waits as pending until an admin unlocks
+    except CustodyError as err:  # no key of the project has that fingerprint
+        raise UnusableSubmissionError(str(err)) from err
     try:
         decrypted = decrypt_submission(envelope, key, _files(session, store, sub))
     except ProtocolError as err:

@@ -145,3 +145,46 @@ def test_export_cases__nothing_reconciled__header_only(field, runner, tmp_path):
         "domain",
         "score",
     } <= set(header)
+
+
+def test_reconcile__no_key_matches_form_version__quarantined_and_worker_goes_on(
+    field, runner, db_session
+):
+    """Should quarantine a submission no project key can open, and still process the rest."""
+    bad_id, _, _ = field.send(
+        case_code="KE-0902",
+        point="intake",
+        date="2026-02-05",
+        ratings=ratings_for(field.report, "3"),
+        entity_id="5b0e8a1c-61a4-4d7e-9f1e-2f7c9d0a4b21",
+    )
+    version = db_session.scalar(select(FormVersion))
+    real_fp, version.key_fingerprint = version.key_fingerprint, "sha256:" + "0" * 64
+    db_session.commit()
+    result = runner.invoke(
+        "reconcile", "--project", str(field.project_id), "--passphrase-file",
+        str(field.passphrase_file), "--once",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "processed 1: 0 assessments, 1 quarantined" in result.output
+    from server.services.cases import review_queues
+
+    db_session.expire_all()
+    quarantined = review_queues(db_session, field.project_id)["quarantined"]
+    assert [q.summary for q in quarantined] == [
+        f"Submission {bad_id}: No key of this project matches the key the form was encrypted with."
+    ]
+    version.key_fingerprint = real_fp  # a correctly keyed upload afterwards is still reconciled
+    db_session.commit()
+    field.send(
+        case_code="KE-0903",
+        point="intake",
+        date="2026-02-06",
+        ratings=ratings_for(field.report, "2"),
+        entity_id="7c2d9e4f-1a3b-4c5d-8e6f-9a0b1c2d3e4f",
+    )
+    result = runner.invoke(
+        "reconcile", "--project", str(field.project_id), "--passphrase-file",
+        str(field.passphrase_file), "--once",
+    )  # fmt: skip
+    assert "processed 1: 1 assessments, 0 quarantined" in result.output
