@@ -111,11 +111,18 @@ def test_entrypoint__migrate_web_healthcheck__serves_ready_json_logs(tmp_path):
     log = (tmp_path / "web.log").open("w+")
     web = _entry(["web"], env, cwd=work, stderr=log, stdout=log, start_new_session=True)
     try:
+        _serve_and_check(web, env, work, port, log)
+    finally:
+        log.close()
+
+
+def _serve_and_check(web, env, work, port, log) -> None:
+    try:
         for _ in range(150):
             try:
                 if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow under load
                 pass
             if web.poll() is not None:
                 break
@@ -132,7 +139,6 @@ def test_entrypoint__migrate_web_healthcheck__serves_ready_json_logs(tmp_path):
     assert _entry(["healthcheck"], env, cwd=work).wait(timeout=30) == 1
     log.seek(0)
     text = log.read()
-    log.close()
     lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
     assert any(e.get("logger") == "kintsugi.access" and e.get("path") == "/readyz" for e in lines)
     assert any(e.get("logger", "").startswith("gunicorn") for e in lines)

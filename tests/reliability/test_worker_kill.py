@@ -27,7 +27,7 @@ from tests.server.collect import CollectActions
 
 pytestmark = pytest.mark.slow
 PASSPHRASE = "fictional passphrase for the worker test"
-N = 60
+N = 40
 
 
 def _counts(app) -> tuple[int, int, int]:
