@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.admin import case_double
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 PASSWORD = "long enough password"
@@ -65,9 +63,76 @@ class LiveServer:
         self.thread.join(10)
 
 
+def seed_caseload(app: Any, project_id: int) -> dict[str, int]:
+    """Six fictional cases with three assessments each, an orphan follow-up with its review
+    item, as the reconciliation worker leaves them (written through the case models)."""
+    import datetime as dt
+
+    from server.blobs import make_blob_store
+    from server.models import Project
+    from server.models_cases import Assessment, Case, ReviewItem
+    from server.services.publishing import list_contexts, publish_context
+    from tests.admin.conftest import add_submission
+
+    today = dt.date.today()
+    domains = ["SAF", "LEG", "MEN", "ECO", "SOC", "PHY"]
+    base = [1.25, 1.8, 2.1, 1.5, 2.75, 1.9]
+    step = [0.6, 0.35, 0.5, 0.3, 0.15, 0.45]
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        project = s.get(Project, project_id)
+        context = list_contexts(Path(app.config["INSTRUMENTS_DIR"]))[0]
+        version, _ = publish_context(s, make_blob_store(app.config, s), project, app.config,
+                                     context)  # fmt: skip
+        form = version.form
+        ids: dict[str, int] = {}
+        for n in range(1, 7):
+            dates = [today - dt.timedelta(days=d) for d in (300, 200, 100)]
+            scores = [
+                {dom: round(min(4.0, base[k] + step[k] * i * (1 + n % 3) / 2), 2)
+                 for k, dom in enumerate(domains)}
+                for i in range(3)
+            ]  # fmt: skip
+            next_due = {1: today - dt.timedelta(days=20), 2: today + dt.timedelta(days=10)}.get(
+                n, today + dt.timedelta(days=60 + n)
+            )
+            case = Case(
+                project_id=project_id, case_code=f"K-{n:04d}",
+                casework_type="forced_labour" if n < 6 else "csx",
+                office="CEB" if n < 6 else "KLA", intake_date=dates[0], latest_date=dates[-1],
+                next_due=next_due, closure_ready=n == 3, latest_scores=scores[-1],
+                intake_scores=scores[0], assessment_count=3,
+            )  # fmt: skip
+            s.add(case)
+            s.flush()
+            ids[case.case_code] = case.id
+            for i, (day, sc) in enumerate(zip(dates, scores, strict=True)):
+                sub = add_submission(s, form, f"uuid:00000000-0000-4000-8000-{n:06d}{i:06d}")
+                s.add(Assessment(
+                    project_id=project_id, case_id=case.id, submission_id=sub.id,
+                    instance_id=sub.instance_id, case_code=case.case_code, assessment_date=day,
+                    collection_point="intake" if i == 0 else "follow_up", scores=sc,
+                    survivor_view={"SAF": "I feel safer at home now"} if i == 2 else {},
+                ))  # fmt: skip
+        sub = add_submission(s, form, "uuid:00000000-0000-4000-8000-999999999999")
+        orphan = Assessment(
+            project_id=project_id, case_id=None, submission_id=sub.id,
+            instance_id=sub.instance_id, case_code="K-0099", assessment_date=today,
+            collection_point="follow_up", state="orphan", scores={"SAF": 3.0},
+        )  # fmt: skip
+        s.add(orphan)
+        s.flush()
+        s.add(ReviewItem(project_id=project_id, kind="orphan", assessment_id=orphan.id,
+                         summary="Follow-up names case K-0099, which this project does not "
+                                 "have"))  # fmt: skip
+        s.commit()
+        ids["orphan_assessment"] = orphan.id
+        return ids
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A served app on a fresh SQLite database with users, projects, a form and case data."""
+    """A served app on a fresh SQLite database: users, an encrypted project with a compiled
+    instrument form, submissions and a fictional caseload; the real case services."""
     from server import create_app, db
     from server.blobs import make_blob_store
     from server.models import FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM
@@ -88,6 +153,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             "VAR_DIR": str(tmp / "var"),
             "DATA_DIR": str(tmp / "data"),
             "BASE_URL": "http://127.0.0.1",
+            "INSTRUMENTS_DIR": str(REPO_ROOT / "instruments"),
             "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         }
     )
@@ -98,11 +164,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         project = create_project(s, "Cebu aftercare", passphrase=b"correct passphrase")
         other = create_project(s, "Kampala aftercare")
         store = make_blob_store(app.config, s)
-        from server.compat import generate_project_key  # noqa: F401 (project has a key)
-
         key = project.active_key.public_key_b64
         v, _ = publish_form(s, store, project, xform("aso_followup", "2026.1",
-                            title="ASO follow-up", public_key=key))  # fmt: skip
+                            title="ASO follow-up (uploaded XForm)", public_key=key))  # fmt: skip
         publish_form(s, store, other, xform("household"))
         add_submission(s, v.form, "uuid:0b9d6a51-0000-4000-8000-000000000001", encrypted=True,
                        status="pending_decryption")  # fmt: skip
@@ -110,17 +174,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                        flags=[FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM])  # fmt: skip
         s.commit()
         pid = project.id
-    mp = pytest.MonkeyPatch()
-    cases = case_double.CaseWorld(pid)
-    case_double.install(mp, cases)
     server = LiveServer(app)
     server.project_id = pid  # type: ignore[attr-defined]
-    server.cases = cases  # type: ignore[attr-defined]
+    server.ids = seed_caseload(app, pid)  # type: ignore[attr-defined]
     try:
         yield server
     finally:
         server.stop()
-        mp.undo()
         app.extensions["kintsugi.db"].engine.dispose()
 
 
