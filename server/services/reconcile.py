@@ -569,16 +569,25 @@ def refresh_case(
         flags.append("survivor_gap")
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
-    _sync_entity(session, case, entity_base_version)
+    _sync_entity(session, case, entity_base_version, latest.collection_point)
 
 
-def _sync_entity(session: Session, case: Case, base_version: str | None) -> None:
-    """Write the case into the ``cases`` entity list with a new version when it changed."""
+def _sync_entity(
+    session: Session, case: Case, base_version: str | None, last_point: str | None = None
+) -> None:
+    """Write the case into the ``cases`` entity list with a new version when it changed.
+
+    A closed case leaves the list devices download (its row is marked deleted, so the
+    integrity endpoint tells devices to drop it); a case reopened comes back with a new version.
+    """
+    now = dt.datetime.now(dt.UTC)
+    closed = case.status == CaseStatus.CLOSED
     if not case.entity_uuid:
         case.entity_uuid = str(uuid.uuid4())
     props = {
         "case_code": case.case_code,
         "last_assessment_date": case.latest_date.isoformat() if case.latest_date else "",
+        "last_collection_point": last_point or "",
         "casework_type": case.casework_type or "",
         "office": case.office or "",
         **{
@@ -602,6 +611,7 @@ def _sync_entity(session: Session, case: Case, base_version: str | None) -> None
                 label=case.case_code,
                 version=1,
                 properties=props,
+                deleted_at=now if closed else None,
             )
         )
         return
@@ -609,13 +619,16 @@ def _sync_entity(session: Session, case: Case, base_version: str | None) -> None
         # Central's "parallel update": an offline device worked from an older version. The
         # server state is recomputed from every assessment, so nothing is lost; flag it.
         case.flags = sorted({*case.flags, "entity_parallel_update"})
-    deleted = entity.deleted_at is not None and case.status != CaseStatus.CLOSED
-    if entity.properties != props or entity.label != case.case_code or deleted:
+    reopened = entity.deleted_at is not None and not closed
+    if entity.properties != props or entity.label != case.case_code or reopened:
         entity.properties = props
         entity.label = case.case_code
         entity.version += 1
         entity.deleted_at = None
-        entity.updated_at = dt.datetime.now(dt.UTC)
+        entity.updated_at = now
+    if closed and entity.deleted_at is None:
+        entity.deleted_at = now
+        entity.updated_at = now
 
 
 def ensure_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def field(app, client, tmp_path):
 
         def __init__(self):
             self.report = report
+            self.collect = collect  # the device's OpenRosa client (formList, manifest, files...)
 
         def post(self, manifest, files):
             resp = collect.submit(manifest, files)
