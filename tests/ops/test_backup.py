@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import MetaData, select
 
 from server.blobs import make_blob_store, read_all
 from server.models import Submission
+from server.models_cases import Case
 from server.services.projects import create_project
 from tests.conftest import CliRunner, _create_postgres_database
 from tests.server.conftest import publish
@@ -56,10 +58,22 @@ def test_backup_restore__populated_instance__every_row_and_blob_back(
     for v in vectors:
         assert field.collect.post_raw(v.body, v.content_type).status_code == 201
     with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_project(s, "Encrypted office", passphrase=b"fictional demo passphrase")
+        enc = create_project(s, "Encrypted office", passphrase=b"fictional demo passphrase")
+        s.flush()
+        # a case with dates, JSON scores and flags (types the archive must carry exactly)
+        s.add(
+            Case(
+                project_id=enc.id,
+                case_code="BK-0001",
+                intake_date=dt.date(2026, 1, 10),
+                next_due=dt.date(2026, 7, 10),
+                latest_scores={"SAF": 2.5, "LEG": None},
+                flags=["overdue"],
+            )
+        )
         s.commit()
     before = _dump(app.extensions["kintsugi.db"].engine)
-    assert before["submissions"] and before["project_keys"]
+    assert before["submissions"] and before["project_keys"] and before["cases"]
 
     archive = tmp_path / "backups" / "kintsugi.tar.gz"
     result = runner.invoke("backup", "--out", str(archive))
