@@ -453,8 +453,15 @@ def notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> An
 @page(MANAGER)
 def review(db: Session, user: WebUser, project_id: int) -> Any:
     p = _project_ctx(db, project_id)
-    queues = core.service("cases").review_queues(db, p.id)
-    return render_template("admin/review.html", user=user, project=p, queues=queues)
+    cases_service = core.service("cases")
+    queues = cases_service.review_queues(db, p.id)
+    choices: list[Any] = []
+    if queues.get("orphans"):  # the cases an orphan can be linked to, by case code
+        choices, _ = cases_service.list_cases(db, p.id, limit=500)
+        choices = sorted(choices, key=lambda c: str(_get(c, "label", default="")))
+    return render_template(
+        "admin/review.html", user=user, project=p, queues=queues, case_choices=choices
+    )
 
 
 @bp.post("/projects/<int:project_id>/review/<int:item_id>")

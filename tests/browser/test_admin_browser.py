@@ -106,7 +106,7 @@ def test_review_queue__link_orphan_to_case(browser: Any, live: Any) -> None:
     screenshot(browser, "06-review-queues")
     orphans = browser.find_element(By.ID, "queue-orphans")
     Select(orphans.find_element(By.NAME, "action")).select_by_value("link")
-    orphans.find_element(By.NAME, "case_id").send_keys(str(live.ids["K-0002"]))
+    Select(orphans.find_element(By.NAME, "case_id")).select_by_visible_text("K-0002")
     click_and_wait(browser, orphans.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     orphans = browser.find_element(By.ID, "queue-orphans")
     assert "Nothing to review" in orphans.text
