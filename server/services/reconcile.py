@@ -537,10 +537,11 @@ def refresh_case(
     case.latest_scores = latest.scores
     case.casework_type = latest.casework_type or case.casework_type
     case.office = latest.office or case.office
-    version_id = session.scalar(
-        select(Submission.form_version_id).where(Submission.id == latest.submission_id)
-    )
-    scorer = version_info(session, version_id).scorer
+    # from the identity map when the worker claimed it (no query; a query here would also
+    # autoflush the case half-updated, costing a second UPDATE per submission)
+    scorer = version_info(
+        session, session.get(Submission, latest.submission_id).form_version_id
+    ).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
     if len(rows) >= 2:
         before = rows[-2].scores
