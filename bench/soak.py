@@ -14,8 +14,10 @@ a duplicate of an earlier one.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -44,10 +46,12 @@ def main() -> int:
     args = parser.parse_args()
 
     import requests
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     from server import create_app
     from server.services.projects import create_project
     from server.services.users import create_app_user
+    from sync_protocol.crypto import encrypt_submission
     from tests.conftest import _create_postgres_database
     from tests.reliability.server import Gunicorn
     from tests.server.collect import collect_headers, multipart_body, with_device_id
@@ -68,12 +72,14 @@ def main() -> int:
 
         db.upgrade(url)
         app = create_app({**cfg, "ENV": "testing"})
+        passphrase = secrets.token_urlsafe(24)  # generated per run, never printed
         with app.extensions["kintsugi.db"].sessionmaker() as s:
-            project = create_project(s, "Soak office")
+            project = create_project(s, "Soak office", passphrase=passphrase.encode())
             _, token = create_app_user(s, project, "Soak tablets")
             s.commit()
-            pid = project.id
-        publish(app, pid, xform())
+            pid, key_b64 = project.id, project.active_key.public_key_b64
+        publish(app, pid, xform(public_key=key_b64))
+        public_key = load_der_public_key(base64.b64decode(key_b64))
         app.extensions["kintsugi.db"].engine.dispose()
 
         tmp.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,8 @@ def main() -> int:
                "KINTSUGI_VAR_DIR": cfg["VAR_DIR"], "KINTSUGI_SECRET_KEY": cfg["SECRET_KEY"],
                "KINTSUGI_RECONCILE_INTERVAL": "5", "KINTSUGI_RECONCILE_PROJECT": str(pid),
                "KINTSUGI_PASSPHRASE_FILE": str(tmp / "passphrase")}  # fmt: skip
-        (tmp / "passphrase").write_text("soak project has no key\n")
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "passphrase").write_text(passphrase + "\n")
         probe = subprocess.run(
             [str(Path(sys.executable).parent / "kintsugi"), "reconcile", "--help"],
             env=env, capture_output=True,
@@ -131,10 +138,17 @@ def main() -> int:
                     with lock:
                         counts["duplicates"] += 1
                 else:
-                    files = {"p.jpg": rng.randbytes(50_000)} if rng.random() < 0.33 else None
-                    body = multipart_body(
-                        instance(photo="p.jpg" if files else "", name=f"device {n}"), files=files
+                    media = {"p.jpg": rng.randbytes(50_000)} if rng.random() < 0.33 else {}
+                    iid = f"uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+                    plain = instance(
+                        photo="p.jpg" if media else "", name=f"device {n}", instance_id=iid
                     )
+                    # encrypted on the "phone" exactly as Collect does; the worker decrypts
+                    manifest, files = encrypt_submission(
+                        plain, public_key, form_id="household", version="1", instance_id=iid,
+                        media=media,
+                    )  # fmt: skip
+                    body = multipart_body(manifest, files=files)
                     with lock:
                         sent.append(body)
                 for attempt in range(3):
@@ -177,9 +191,24 @@ def main() -> int:
 
         from sqlalchemy import create_engine, text
 
+        if worker is not None:  # let the worker drain what is pending, bounded
+            eng = create_engine(url)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with eng.connect() as conn:
+                    left = conn.execute(
+                        text("SELECT count(*) FROM submissions WHERE status = 'pending_decryption'")
+                    ).scalar()
+                if not left:
+                    break
+                time.sleep(2)
+            eng.dispose()
         eng = create_engine(url)
         with eng.connect() as conn:
             stored = conn.execute(text("SELECT count(*) FROM submissions")).scalar()
+            by_status = dict(
+                conn.execute(text("SELECT status, count(*) FROM submissions GROUP BY status")).all()
+            )
         eng.dispose()
         unique = len({b[0] for b in sent})
         lat.sort()
@@ -195,6 +224,7 @@ def main() -> int:
         print(f"latency         p50 {statistics.median(lat) * 1000:.1f} ms, p95 {p95:.1f} ms")
         print(f"stored          {stored} submissions for {unique} distinct uploads "
               f"({'exactly once' if stored == unique else 'MISMATCH'})")  # fmt: skip
+        print(f"by status       {by_status} (encrypted uploads; the worker decrypts and verifies)")
         growth = (rss_end - rss_start) / rss_start
         print(f"server RSS      start {rss_start:.0f} MB, mid {mid or 0:.0f} MB, end {rss_end:.0f} MB "
               f"(growth {growth:+.1%}; target <= +10%)")  # fmt: skip
