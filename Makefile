@@ -35,7 +35,8 @@ $(ORACLE)/.installed: $(wildcard $(SHARED)/tools/xform-oracle/package-lock.json)
 oracle: $(ORACLE)/.installed ## Install the XForm oracle (ODK engines) under .cache/
 
 run: venv ## Set up the embedded default (SQLite under var/), seed the demo project and serve on $(HOST):$(PORT)
-	$(BIN)/kintsugi setup --demo
+	KINTSUGI_BASE_URL=$${KINTSUGI_BASE_URL:-http://$(HOST):$(PORT)} $(BIN)/kintsugi setup --demo
+	@echo "Admin pages: http://$(HOST):$(PORT)/admin/ (user: admin, password: var/admin-password.txt)"
 	$(BIN)/kintsugi serve --host $(HOST) --port $(PORT)
 
 test: venv oracle ## Set up and run the whole test suite
