@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # Off by default: Collect posts to the form's action instead of <server URL>/submission,
     # which would drop the app-user token from the URL (see server/services/publishing.py).
     "EMBED_SUBMISSION_URL": False,
+    # Serve each form with <submission action="<the URL the device used>/submission">, so a
+    # device provisioned with an app-user token posts back through its own token URL.
+    "SUBMISSION_URL_IN_FORMS": True,
 }
 
 #: Every environment variable the server reads: name -> (config key, converter).
@@ -74,6 +77,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_DB_PRE_PING": ("DB_PRE_PING", _bool),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
+    "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
 }
 
 

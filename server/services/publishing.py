@@ -1,10 +1,11 @@
 """Compile instrument contexts for a project and publish them.
 
 Every form published to an encrypted project carries the project's active public key. The
-submission URL is embedded only when ``EMBED_SUBMISSION_URL`` is on: Collect sends a form's
-submissions to its ``<submission action>`` when present instead of ``<server URL>/submission``,
-and that URL cannot carry a per-device app-user token, so for token-provisioned devices (our
-QR codes) leaving it out is what keeps uploads authenticated.
+stored form has no fixed submission URL (unless ``EMBED_SUBMISSION_URL`` is on). Collect posts
+to a form's ``<submission action>`` when there is one, and one stored URL cannot carry each
+device's app-user token. Instead the OpenRosa view adds ``action="<the URL this device
+used>/submission"`` when it serves the form (``SUBMISSION_URL_IN_FORMS``, on by default; see
+``server.views.openrosa._served_xml``), and the form-list hash follows the served bytes.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ Each route exists twice: ``/v1/key/<token>/projects/<id>/...`` for app users (to
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import IntegrityError
@@ -173,6 +175,31 @@ def _form_urls(caller: Caller, version: FormVersion) -> tuple[str, str]:
     )
 
 
+def _served_xml(caller: Caller, version: FormVersion) -> bytes:
+    """The form as this caller downloads it.
+
+    An encrypted form carries the project's public key in ``<submission>``. When
+    ``SUBMISSION_URL_IN_FORMS`` is on (the default), the element also gets
+    ``action="<the URL this caller used>/submission"``. A device configured with an app-user
+    token URL therefore posts back through that same token URL: Collect sends a form's
+    submissions to its action when it has one, and a single stored URL could not carry each
+    device's token. Forms without a ``<submission>`` element are served as stored.
+    """
+    xml = version.xml
+    if not current_app.config.get("SUBMISSION_URL_IN_FORMS", True):
+        return xml
+    marker = b"<submission "
+    start = xml.find(marker)
+    if start < 0:
+        return xml
+    end = xml.find(b">", start)
+    if b" action=" in xml[start:end]:
+        return xml  # published with an explicit action: keep it
+    action = quoteattr(caller.base + "/submission").encode("utf-8")
+    cut = start + len(marker)
+    return xml[:cut] + b"action=" + action + b' method="post" ' + xml[cut:]
+
+
 @_route("/formList", methods=["GET"])
 def form_list(project_id: int, token: str | None = None) -> Response:
     """OpenRosa Form List API (§2): open forms the caller may use, current version each."""
@@ -189,7 +216,8 @@ def form_list(project_id: int, token: str | None = None) -> Response:
                 form_id=form.xml_form_id,
                 name=version.title or form.xml_form_id,
                 version=version.version or None,
-                hash="md5:" + version.md5,
+                hash="md5:"
+                + hashlib.md5(_served_xml(caller, version), usedforsecurity=False).hexdigest(),
                 download_url=download_url,
                 manifest_url=manifest_url if version.attachments else None,
             )
@@ -207,7 +235,7 @@ def form_xml(project_id: int, xml_form_id: str, token: str | None = None) -> Res
     """The form definition: exactly the bytes whose md5 the form list announced (§3.2)."""
     caller = _caller(project_id, token)
     version = _version(caller, xml_form_id)
-    return Response(version.xml, content_type=XML_CONTENT_TYPE)
+    return Response(_served_xml(caller, version), content_type=XML_CONTENT_TYPE)
 
 
 def _entity_csv(caller: Caller, version: FormVersion, dataset: str) -> bytes:
