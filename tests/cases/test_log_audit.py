@@ -10,26 +10,15 @@ import logging
 import uuid
 
 from server.blobs import make_blob_store
-from server.logging import JsonFormatter
 from server.models_cases import Assessment
 from server.services import cases as case_services
 from server.services import custody
 from tests.cases.conftest import PASSPHRASE
 from tests.cases.fieldwork import ratings_for
+from tests.security.test_log_audit import _Capture  # the same capture as the upload-side audit
 
 NOTE = "Audit note: river crossing near grandmother's house"
 ASSESSOR_CODE = "Audit answer Sandpiper"
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.fmt = JsonFormatter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.fmt.format(record))
-        self.lines.append(repr(record.msg) + repr(record.args))
 
 
 def test_reconcile_flow__debug_logs__no_passphrase_note_or_answer(
