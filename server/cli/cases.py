@@ -10,13 +10,7 @@ from pathlib import Path
 import click
 
 from server.cli.admin import _app, _session
-
-
-def _passphrase(path: Path) -> bytes:
-    data = path.read_bytes().rstrip(b"\r\n")
-    if not data:
-        raise click.UsageError(f"{path}: the passphrase file is empty.")
-    return data
+from server.cli.keys import read_passphrase
 
 
 @click.command("unlock")
@@ -36,7 +30,9 @@ def unlock_command(project_id: int, passphrase_file: Path) -> None:
     app = _app()
     with _session(app) as session:
         try:
-            custody.unlock_project(session, project_id, _passphrase(passphrase_file), actor="cli")
+            custody.unlock_project(
+                session, project_id, read_passphrase(passphrase_file), actor="cli"
+            )
             custody.lock_project(session, project_id, actor="cli")
         except ServerError as err:
             session.commit()  # keep the audit of the failed attempt
@@ -74,7 +70,7 @@ def reconcile_command(
 
     app = _app()
     database = app.extensions["kintsugi.db"]
-    passphrase = _passphrase(passphrase_file)
+    passphrase = read_passphrase(passphrase_file)
 
     def unlock() -> None:
         with database.sessionmaker() as session:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
@@ -425,7 +425,7 @@ def pending_backlog(session: Session, project_id: int) -> int:
             select(func.count())
             .select_from(Submission)
             .join(Form, Form.id == Submission.form_id)
-            .where(Form.project_id == project_id, or_(Submission.status == "pending_decryption"))
+            .where(Form.project_id == project_id, Submission.status == "pending_decryption")
         )
         or 0
     )

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
 from server.blobs import make_blob_store, read_all
-from server.errors import CustodyError, KeyLockedError, ServerError, UnusableSubmissionError
+from server.errors import CustodyError, KeyLockedError, UnusableSubmissionError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionAttachment
 from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
 from server.services import audit, custody
@@ -566,7 +566,7 @@ def refresh_case(
             case.next_due = latest.assessment_date + step
             if case.next_due < today:
                 flags.append("overdue")
-    if any(any(f.startswith("survivor_gap") for f in r.flags) for r in rows[-1:]):
+    if any(f.startswith("survivor_gap") for f in latest.flags):
         flags.append("survivor_gap")
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
@@ -630,11 +630,3 @@ def _sync_entity(
     if closed and entity.deleted_at is None:
         entity.deleted_at = now
         entity.updated_at = now
-
-
-def ensure_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config keys reconciliation needs (blob backend), for callers outside Flask."""
-    missing = [k for k in ("BLOB_BACKEND", "DATA_DIR") if k not in config]
-    if missing:
-        raise ServerError(f"configuration lacks {', '.join(missing)}")
-    return config
