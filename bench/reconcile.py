@@ -132,7 +132,7 @@ def ingest(app, n: int) -> tuple[int, bytes, dict]:
     return pid, sample[0], sample[1]
 
 
-def _worker(url: str, tmp: str, pid: int, barrier, queue) -> None:
+def _worker(url: str, tmp: str, pid: int, batch: int, barrier, queue) -> None:
     from server.services import custody
     from server.services.reconcile import reconcile_pending
 
@@ -143,15 +143,16 @@ def _worker(url: str, tmp: str, pid: int, barrier, queue) -> None:
         s.commit()
     barrier.wait()
     start = time.perf_counter()
-    result = reconcile_pending(sm, pid, config=app.config, batch=50, actor="bench")
+    result = reconcile_pending(sm, pid, config=app.config, batch=batch, actor="bench")
     queue.put((result.processed, time.perf_counter() - start))
 
 
-def run_workers(url: str, tmp: str, pid: int, workers: int) -> tuple[int, float]:
+def run_workers(url: str, tmp: str, pid: int, workers: int, batch: int) -> tuple[int, float]:
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(workers), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(url, tmp, pid, barrier, queue)) for _ in range(workers)
+        ctx.Process(target=_worker, args=(url, tmp, pid, batch, barrier, queue))
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()
@@ -261,6 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submissions", type=int, default=10000)
     parser.add_argument("--cases", type=int, default=100000)
+    parser.add_argument("--batch", type=int, default=100, help="submissions per transaction")
     args = parser.parse_args()
     url, drop = _fresh_database()
     tmp = tempfile.mkdtemp()
@@ -281,7 +283,7 @@ def main() -> None:
         for workers in (1, 2):
             if workers > 1:
                 reset(app)
-            n, seconds = run_workers(url, tmp, pid, workers)
+            n, seconds = run_workers(url, tmp, pid, workers, args.batch)
             rate = n / seconds
             print(f"{workers} worker(s): {n} submissions in {seconds:.1f} s = {rate:.0f}/s; "
                   f"per worker {rate / workers:.0f}/s = {rate / workers / limit:.2f} of the limit (target >= 0.5)")  # fmt: skip

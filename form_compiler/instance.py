@@ -63,6 +63,31 @@ def value_at(root: ET.Element, ref: str) -> str | None:
     return text or None
 
 
+def _texts(root: ET.Element) -> dict[str, str | None]:
+    """Every path ``a/b`` under ``root`` (root name dropped) -> stripped text, in one walk.
+
+    Keeps what :func:`value_at` would find: at each level the first child of a name only.
+    """
+    out: dict[str, str | None] = {}
+
+    def walk(node: ET.Element, prefix: str) -> None:
+        seen: set[str] = set()
+        for child in node:
+            if not isinstance(child.tag, str):
+                continue
+            name = _local(child.tag)
+            if name in seen:
+                continue
+            seen.add(name)
+            path = f"{prefix}{name}"
+            text = child.text.strip() if child.text is not None else ""
+            out[path] = text or None
+            walk(child, path + "/")
+
+    walk(root, "")
+    return out
+
+
 def _float(text: str | None) -> float | None:
     try:
         return float(text) if text not in (None, "") else None
@@ -73,33 +98,38 @@ def _float(text: str | None) -> float | None:
 def read_assessment(root: ET.Element, report: Mapping[str, Any]) -> Assessment:
     """Extract an :class:`Assessment` from an instance's root element."""
     refs = report["refs"]
+    texts = _texts(root)
+
+    def at(ref: str) -> str | None:  # at(ref) without walking the tree again
+        return texts.get(ref.strip("/").partition("/")[2])
+
     entity_id = None
     for el in root.iter():
         if isinstance(el.tag, str) and _local(el.tag) == "entity" and el.get("dataset") == "cases":
             entity_id = (el.get("id") or "").removeprefix("uuid:").lower() or None
     assessment = Assessment(
-        consent=value_at(root, refs["consent"]),
-        case_code=value_at(root, refs["case_code"]) or value_at(root, refs["case_code_new"]),
+        consent=at(refs["consent"]),
+        case_code=at(refs["case_code"]) or at(refs["case_code_new"]),
         case_entity_id=entity_id,
-        assessment_date=value_at(root, refs["assessment_date"]),
-        collection_point=value_at(root, refs["collection_point"]),
-        casework_type=value_at(root, refs["casework_type"]),
-        office=value_at(root, refs["office"]),
-        assessor=value_at(root, refs["assessor"]),
-        return_environment=value_at(root, refs["return_environment"]),
+        assessment_date=at(refs["assessment_date"]),
+        collection_point=at(refs["collection_point"]),
+        casework_type=at(refs["casework_type"]),
+        office=at(refs["office"]),
+        assessor=at(refs["assessor"]),
+        return_environment=at(refs["return_environment"]),
         instrument_version=report.get("instrument", {}).get("version"),
     )
     for domain in report["domains"]:
         did = domain["id"]
         for sub_id, ref in zip(domain["subdomains"], domain["rating_refs"], strict=True):
-            assessment.ratings[sub_id] = value_at(root, ref)
-        assessment.device_scores[did] = _float(value_at(root, domain["score_ref"]))
-        view = value_at(root, domain["survivor_rating_ref"])
+            assessment.ratings[sub_id] = at(ref)
+        assessment.device_scores[did] = _float(at(domain["score_ref"]))
+        view = at(domain["survivor_rating_ref"])
         assessment.survivor_view[did] = view if view in set(domain["counted_values"]) else None
-        note = value_at(root, domain["note_ref"])
+        note = at(domain["note_ref"])
         if note:
             assessment.notes[did] = note
-        comment = value_at(root, domain["survivor_comment_ref"])
+        comment = at(domain["survivor_comment_ref"])
         if comment:
             assessment.survivor_comments[did] = comment
     return assessment

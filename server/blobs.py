@@ -86,6 +86,17 @@ def read_all(store: BlobStore, key: str) -> bytes:
         return fh.read()
 
 
+def read_many(store: BlobStore, keys: list[str]) -> dict[str, bytes]:
+    """Several whole blobs by key; one round trip on backends that support batching.
+
+    :raises NotFoundError: a key has no blob
+    """
+    batch = getattr(store, "read_many", None)
+    if batch is not None:
+        return batch(keys)
+    return {key: read_all(store, key) for key in dict.fromkeys(keys)}
+
+
 def _iter_chunks(data: bytes | BinaryIO):
     if isinstance(data, bytes | bytearray | memoryview):
         yield bytes(data)
@@ -219,6 +230,17 @@ class PostgresBlobStore:
         if data is None:
             raise NotFoundError("file not found")
         return io.BytesIO(data)
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Several blob rows in one query."""
+        from server.models import Blob
+
+        wanted = set(keys)
+        rows = self.session.execute(select(Blob.key, Blob.data).where(Blob.key.in_(wanted)))
+        found = {key: bytes(data) for key, data in rows}
+        if len(found) != len(wanted):
+            raise NotFoundError("file not found")
+        return found
 
     def exists(self, key: str) -> bool:
         """True when the row exists."""

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, utcnow
 
@@ -89,6 +89,13 @@ class Assessment(Base):
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
+    # The reconciliation worker builds a whole batch of cases, assessments and review items in
+    # memory and flushes once: these let the unit of work fill the foreign keys of rows that
+    # have no id yet. Many-to-one only, no backrefs (nothing loads a collection by accident),
+    # and none from the table to itself, which would make the unit of work reorder the inserts
+    # (ids follow arrival order; ``superseded_by_id`` is filled after the flush).
+    case: Mapped[Case | None] = relationship(foreign_keys=[case_id])
+
 
 class ReviewItem(Base):
     """Something an admin must look at: orphans, conflicts, mismatches, quarantine, plaintext."""
@@ -110,3 +117,6 @@ class ReviewItem(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column()
     resolution: Mapped[str | None] = mapped_column(String(40))
     resolved_by: Mapped[str | None] = mapped_column(String(255))
+
+    assessment: Mapped[Assessment | None] = relationship(foreign_keys=[assessment_id])
+    case: Mapped[Case | None] = relationship(foreign_keys=[case_id])

@@ -54,13 +54,25 @@ def unlock_command(project_id: int, passphrase_file: Path) -> None:
     help="Seconds between polls when running as a worker.",
 )
 @click.option(
+    "--batch",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Submissions claimed and committed together.",
+)
+@click.option(
     "--idle-lock",
     default=0,
     type=int,
     help="Lock the key after this many idle seconds (0: stay unlocked while running).",
 )
 def reconcile_command(
-    project_id: int, passphrase_file: Path, once: bool, interval: float, idle_lock: int
+    project_id: int,
+    passphrase_file: Path,
+    once: bool,
+    interval: float,
+    batch: int,
+    idle_lock: int,
 ) -> None:
     """Decrypt, verify, score and reconcile pending submissions into cases."""
     from server.db import write_lock
@@ -99,6 +111,7 @@ def reconcile_command(
                 database.sessionmaker,
                 project_id,
                 config=app.config,
+                batch=batch,
                 actor="worker",
                 write_lock=write_lock(app),
             )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from server.db import utcnow
 from server.models import AuditLog
 
 
@@ -14,3 +16,16 @@ def record(
 ) -> None:
     """Add an audit row; committed with the caller's transaction."""
     session.add(AuditLog(actor=actor, action=action, target=target, details=details))
+
+
+def record_many(session: Session, actor: str, entries: list[tuple[str, str | None]]) -> None:
+    """Add many ``(action, target)`` rows in one executemany (no per-row unit-of-work cost)."""
+    if entries:
+        now = utcnow()
+        session.execute(
+            insert(AuditLog),
+            [
+                {"actor": actor, "action": a, "target": t, "details": {}, "at": now}
+                for a, t in entries
+            ],
+        )

@@ -31,13 +31,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
-from server.blobs import make_blob_store, read_all
+from server.blobs import make_blob_store, read_all, read_many
 from server.errors import CustodyError, KeyLockedError, UnusableSubmissionError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionAttachment
 from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
@@ -48,7 +48,13 @@ from sync_protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconcileResult", "reconcile_pending", "reconcile_submission", "refresh_case"]
+__all__ = [
+    "ReconcileResult",
+    "plaintext_of",
+    "reconcile_batch",
+    "reconcile_pending",
+    "refresh_case",
+]
 
 PENDING = "pending_decryption"
 RECEIVED = "received"
@@ -145,14 +151,17 @@ def reconcile_pending(
     *,
     config: dict[str, Any],
     limit: int | None = None,
-    batch: int = 20,
+    batch: int = 100,
     actor: str = "worker",
     write_lock: AbstractContextManager[Any] | None = None,
 ) -> ReconcileResult:
     """Process pending submissions of a project until none is left (or ``limit``).
 
-    Each batch is one transaction (claimed rows stay locked on PostgreSQL until it commits).
-    Stops early, leaving submissions pending, when the project key is locked.
+    Each batch is one transaction (claimed rows stay locked on PostgreSQL until it commits),
+    reconciled set-wise by :func:`reconcile_batch`. Should the batch fail on something other
+    than the database, it is rolled back to a savepoint and redone one submission at a time, so
+    one bad submission is quarantined without stalling the others. Stops early, leaving
+    submissions pending, when the project key is locked.
 
     :param write_lock: ``server.db.write_lock(app)``: on SQLite the one lock every writer
         (uploads included) takes, so a worker never makes an upload wait on "database is locked"
@@ -164,27 +173,18 @@ def reconcile_pending(
             claimed = _claim(session, project_id, size)
             if not claimed:
                 break
-            result = ReconcileResult()
             store = make_blob_store(config, session)
-            for sub in claimed:
-                try:
-                    with session.begin_nested():
-                        reconcile_submission(session, store, sub, result=result, actor=actor)
-                except KeyLockedError:
-                    result.skipped_locked += 1
-                    break
-                except SQLAlchemyError:
-                    raise  # the database itself failed: the batch rolls back, rows stay pending
-                except Exception as err:  # one bad submission must not stall the queue
-                    # only the type: an exception's text may quote a decrypted answer
-                    log.error("reconciling submission %s failed: %s", sub.id, type(err).__name__)
-                    with session.begin_nested():
-                        _quarantine(
-                            session, sub, project_id,
-                            f"reconciliation failed unexpectedly ({type(err).__name__}); "
-                            "see the server log, then re-queue it",
-                            result,
-                        )  # fmt: skip
+            result = ReconcileResult()
+            try:
+                with session.begin_nested():
+                    reconcile_batch(session, store, project_id, claimed, result=result, actor=actor)
+            except SQLAlchemyError:
+                raise  # the database itself failed: the batch rolls back, rows stay pending
+            except Exception as err:  # redo one by one: only the culprit is quarantined
+                log.warning(
+                    "batch of %d failed (%s); redoing one by one", len(claimed), type(err).__name__
+                )
+                result = _one_by_one(session, store, project_id, claimed, actor)
             session.commit()
         total.add(result)
         if result.skipped_locked or result.processed == 0:
@@ -192,55 +192,34 @@ def reconcile_pending(
     return total
 
 
-def _files(session: Session, store: Any, sub: Submission) -> dict[str, bytes]:
-    rows = session.scalars(
-        select(SubmissionAttachment).where(
-            SubmissionAttachment.submission_id == sub.id, SubmissionAttachment.present.is_(True)
-        )
-    )
-    return {row.name: read_all(store, row.blob_key) for row in rows if row.blob_key}
-
-
-def _quarantine(
-    session: Session, sub: Submission, project_id: int, reason: str, result: ReconcileResult
-) -> None:
-    sub.status = QUARANTINED
-    sub.quarantine_reason = reason
-    sub.updated_at = dt.datetime.now(dt.UTC)
-    _review(
-        session,
-        project_id,
-        "quarantined",
-        sub.id,
-        summary=f"Submission {sub.instance_id}: {reason}",
-    )
-    result.quarantined += 1
-
-
-def _review(
-    session: Session,
-    project_id: int,
-    kind: str,
-    submission_id: int | None,
-    *,
-    summary: str,
-    assessment_id: int | None = None,
-    case_id: int | None = None,
-) -> None:
-    existing = session.scalar(
-        select(ReviewItem).where(ReviewItem.kind == kind, ReviewItem.submission_id == submission_id)
-    )
-    if existing is None:
-        session.add(
-            ReviewItem(
-                project_id=project_id,
-                kind=kind,
-                submission_id=submission_id,
-                assessment_id=assessment_id,
-                case_id=case_id,
-                summary=summary,
-            )
-        )
+def _one_by_one(
+    session: Session, store: Any, project_id: int, claimed: list[Submission], actor: str
+) -> ReconcileResult:
+    result = ReconcileResult()
+    for sub in claimed:
+        attempt = ReconcileResult()
+        try:
+            with session.begin_nested():
+                reconcile_batch(session, store, project_id, [sub], result=attempt, actor=actor)
+        except SQLAlchemyError:
+            raise
+        except Exception as err:  # one bad submission must not stall the queue
+            # only the type: an exception's text may quote a decrypted answer
+            log.error("reconciling submission %s failed: %s", sub.id, type(err).__name__)
+            attempt = ReconcileResult(processed=1)
+            with session.begin_nested():
+                batch = _Batch(session, project_id, attempt, actor)
+                batch.load([sub], [])
+                _quarantine(
+                    batch, sub,
+                    f"reconciliation failed unexpectedly ({type(err).__name__}); "
+                    "see the server log, then re-queue it",
+                )  # fmt: skip
+                batch.flush()
+        result.add(attempt)
+        if attempt.skipped_locked:
+            break
+    return result
 
 
 def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int) -> bytes:
@@ -250,6 +229,39 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
     :raises UnusableSubmissionError: undecryptable, or the signature is not VALID
     """
     raw = read_all(store, sub.xml_blob_key)
+    return _plaintext(session, sub, project_id, raw, lambda: _files(session, store, [sub])[sub.id])
+
+
+def _files(session: Session, store: Any, subs: list[Submission]) -> dict[int, dict[str, bytes]]:
+    """The present attachments of encrypted submissions, by submission id (two queries)."""
+    ids = [s.id for s in subs if s.encrypted]
+    out: dict[int, dict[str, bytes]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    rows = session.execute(
+        select(
+            SubmissionAttachment.submission_id,
+            SubmissionAttachment.name,
+            SubmissionAttachment.blob_key,
+        ).where(
+            SubmissionAttachment.submission_id.in_(ids),
+            SubmissionAttachment.present.is_(True),
+            SubmissionAttachment.blob_key.is_not(None),
+        )
+    ).all()
+    blobs = read_many(store, [r.blob_key for r in rows])
+    for r in rows:
+        out[r.submission_id][r.name] = blobs[r.blob_key]
+    return out
+
+
+def _plaintext(
+    session: Session,
+    sub: Submission,
+    project_id: int,
+    raw: bytes,
+    files: Callable[[], dict[str, bytes]],
+) -> bytes:
     if not sub.encrypted:
         return raw
     try:
@@ -270,7 +282,7 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
     except CustodyError as err:  # no key of the project has that fingerprint
         raise UnusableSubmissionError(str(err)) from err
     try:
-        decrypted = decrypt_submission(envelope, key, _files(session, store, sub))
+        decrypted = decrypt_submission(envelope, key, files())
     except ProtocolError as err:
         raise UnusableSubmissionError(f"cannot be decrypted: {err}") from err
     if decrypted.signature is SignatureStatus.INVALID:
@@ -306,48 +318,40 @@ def _canonical(
     return out
 
 
-def reconcile_submission(
-    session: Session, store: Any, sub: Submission, *, result: ReconcileResult, actor: str = "worker"
-) -> None:
-    """Reconcile one submission (inside the caller's transaction). Idempotent per submission."""
-    info = version_info(session, sub.form_version_id)
-    project_id = info.project_id
-    result.processed += 1
-    if session.scalar(select(exists().where(Assessment.submission_id == sub.id))):
-        sub.status = DECRYPTED if sub.encrypted else RECONCILED
-        return
+@dataclass
+class _Decoded:
+    """A claimed submission after the CPU-only phase (decrypt, verify, parse, score)."""
+
+    sub: Submission
+    quarantine: str | None = None
+    audit_quarantine: bool = False
+    instance: PlainInstance | None = None
+    assessment: Assessment | None = None
+
+
+def _decode(
+    session: Session, sub: Submission, project_id: int, raw: bytes, files: dict[str, bytes]
+) -> _Decoded:
+    """Decrypt, verify, parse and score one submission; touches no table (may raise KeyLockedError)."""
     try:
-        xml = plaintext_of(session, store, sub, project_id)
+        xml = _plaintext(session, sub, project_id, raw, lambda: files)
         instance = parse_submission(xml)
         if not isinstance(instance, PlainInstance):
             raise UnusableSubmissionError("the decrypted data is not a form instance")
         if instance.instance_id != sub.instance_id:
             raise UnusableSubmissionError("the decrypted instanceID differs from the manifest's")
     except UnusableSubmissionError as q:
-        _quarantine(session, sub, project_id, q.reason, result)
-        audit.record(session, actor, "submission.quarantine", f"submission:{sub.id}")
-        return
+        return _Decoded(sub, quarantine=q.reason, audit_quarantine=True)
     except ProtocolError as err:
-        _quarantine(
-            session, sub, project_id, f"the decrypted instance cannot be read: {err}", result
-        )
-        return
-    if sub.encrypted:
-        audit.record(session, actor, "submission.decrypt", f"submission:{sub.id}")
-    sub.status = DECRYPTED if sub.encrypted else RECONCILED
-    sub.deprecated_id = sub.deprecated_id or instance.deprecated_id
-    sub.updated_at = dt.datetime.now(dt.UTC)
-    if "plaintext_for_encrypted_form" in (sub.flags or []):
-        _review(
-            session, project_id, "plaintext_for_encrypted_form", sub.id,
-            summary=f"Submission {sub.instance_id} arrived unencrypted for a form that requires encryption.",
-        )  # fmt: skip
+        return _Decoded(sub, quarantine=f"the decrypted instance cannot be read: {err}")
+    decoded = _Decoded(sub, instance=instance)
+    info = version_info(session, sub.form_version_id)
     report, scorer = info.report, info.scorer
     if report is None or scorer is None:
-        return  # not an instrument form: stored, nothing to score
+        return decoded  # not an instrument form: stored, nothing to score
     data = read_assessment(instance.root, report)
     if data.consent != "yes":
-        return  # consent refused (or not recorded): only that is kept
+        return decoded  # consent refused (or not recorded): only that is kept
     ratings = _canonical(data.ratings, report, data.instrument_version)
     scores = scorer.score(ratings)
     flags: list[str] = []
@@ -364,7 +368,7 @@ def reconcile_submission(
             and abs(int(view) - scores[domain]) >= scorer.survivor_gap
         ):
             flags.append(f"survivor_gap:{domain}")
-    assessment = Assessment(
+    decoded.assessment = Assessment(
         project_id=project_id,
         submission_id=sub.id,
         instance_id=sub.instance_id,
@@ -382,124 +386,367 @@ def reconcile_submission(
         survivor_view=data.survivor_view,
         has_notes=bool(data.notes or data.survivor_comments),
         flags=flags,
+        state=AssessmentState.ACTIVE,
     )
-    session.add(assessment)
-    session.flush()
-    result.assessments += 1
-    if any(f.startswith("score_mismatch") for f in flags):
-        result.mismatches += 1
-        _review(
-            session, project_id, "score_mismatch", sub.id, assessment_id=assessment.id,
-            summary=f"{data.case_code or '?'} {data.assessment_date or ''}: device scores differ from the server's "
-            f"({', '.join(f.split(':')[1] for f in flags if f.startswith('score_mismatch'))})",
-        )  # fmt: skip
-    _attach_to_case(session, assessment, instance, result)
+    return decoded
 
 
-def _find_case(
-    session: Session, project_id: int, entity_uuid: str | None, case_code: str | None
-) -> Case | None:
-    if entity_uuid:
-        case = session.scalar(
-            select(Case).where(Case.project_id == project_id, Case.entity_uuid == entity_uuid)
-        )
-        if case is not None:
-            return case
-    if case_code:
-        return session.scalar(
-            select(Case).where(Case.project_id == project_id, Case.case_code == case_code)
-        )
-    return None
+class _Batch:
+    """What one batch reads and writes, held in memory: the worker's unit of work.
 
+    Every lookup the per-submission logic needs (the case by entity id or code, the assessment
+    an edit deprecates, a case's active assessments, orphans, the entity row, existing review
+    items) is loaded for the whole batch in a handful of queries, then kept current in memory as
+    the batch's own submissions are applied in arrival order, so a follow-up finds the case its
+    intake created a moment earlier. Nothing is flushed until the end: the unit of work then
+    writes cases, assessments, review items and entities with one batched statement per table.
+    """
 
-def _attach_to_case(
-    session: Session, a: Assessment, instance: PlainInstance, result: ReconcileResult
-) -> None:
-    project_id = a.project_id
-    previous = None
-    if a.deprecated_id:
-        previous = session.scalar(
-            select(Assessment).where(
-                Assessment.project_id == project_id, Assessment.instance_id == a.deprecated_id
+    def __init__(self, session: Session, project_id: int, result: ReconcileResult, actor: str):
+        self.session, self.project_id, self.result, self.actor = session, project_id, result, actor
+        self.reviewed: set[tuple[str, int]] = set()
+        self.by_instance: dict[str, Assessment] = {}
+        self.by_uuid: dict[str, Case] = {}
+        self.by_code: dict[str, Case] = {}
+        self.by_id: dict[int, Case] = {}
+        self.active: dict[Case, list[Assessment]] = {}
+        self.orphans: list[Assessment] = []
+        self.orphan_items: dict[Assessment, ReviewItem] = {}
+        self.entities: dict[str, Entity] = {}
+        self.form_version: dict[int, int] = {}  # submission id -> form version id
+        self.seq: dict[Assessment, int] = {}  # arrival order of the batch's new assessments
+        self.links: list[tuple[Assessment, Assessment]] = []  # (superseded, by), ids after flush
+        self.audit: list[tuple[str, str]] = []  # (action, target), written in one statement
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, subs: list[Submission], found: list[Assessment]) -> None:
+        session, pid = self.session, self.project_id
+        self.reviewed = set(
+            session.execute(
+                select(ReviewItem.kind, ReviewItem.submission_id).where(
+                    ReviewItem.submission_id.in_([s.id for s in subs])
+                )
             )
         )
-    case = (
-        session.get(Case, previous.case_id) if previous is not None and previous.case_id else None
-    )
-    case = case or _find_case(session, project_id, a.entity_uuid, a.case_code)
+        self.form_version.update((s.id, s.form_version_id) for s in subs)
+        if not found:
+            return
+        deprecated = {a.deprecated_id for a in found if a.deprecated_id}
+        uuids = {a.entity_uuid for a in found if a.entity_uuid}
+        codes = {a.case_code for a in found if a.case_code}
+        previous = (
+            session.scalars(
+                select(Assessment).where(
+                    Assessment.project_id == pid, Assessment.instance_id.in_(deprecated)
+                )
+            ).all()
+            if deprecated
+            else []
+        )
+        for a in previous:
+            self.by_instance.setdefault(a.instance_id, a)
+        case_ids = {a.case_id for a in previous if a.case_id}
+        cases = session.scalars(
+            select(Case).where(
+                Case.project_id == pid,
+                or_(Case.entity_uuid.in_(uuids), Case.case_code.in_(codes), Case.id.in_(case_ids)),
+            )
+        ).all()
+        for case in cases:
+            self._index(case)
+        if cases:
+            rows = session.execute(
+                select(Assessment, Submission.form_version_id)
+                .join(Submission, Submission.id == Assessment.submission_id)
+                .where(
+                    Assessment.case_id.in_([c.id for c in cases]),
+                    Assessment.state == AssessmentState.ACTIVE,
+                )
+            ).all()
+            for a, form_version_id in rows:
+                self.active[self.by_id[a.case_id]].append(a)
+                self.form_version[a.submission_id] = form_version_id
+        if any(a.collection_point == "intake" for a in found):
+            rows = session.execute(
+                select(Assessment, Submission.form_version_id)
+                .join(Submission, Submission.id == Assessment.submission_id)
+                .where(
+                    Assessment.project_id == pid,
+                    Assessment.state == AssessmentState.ORPHAN,
+                    or_(Assessment.entity_uuid.in_(uuids), Assessment.case_code.in_(codes)),
+                )
+            ).all()
+            by_id = {a.id: a for a, _ in rows}
+            self.orphans = list(by_id.values())
+            self.form_version.update((a.submission_id, fv) for a, fv in rows)
+            if by_id:
+                for item in session.scalars(
+                    select(ReviewItem).where(
+                        ReviewItem.kind == "orphan", ReviewItem.assessment_id.in_(by_id)
+                    )
+                ):
+                    self.orphan_items[by_id[item.assessment_id]] = item
+        entity_uuids = uuids | {c.entity_uuid for c in cases if c.entity_uuid}
+        for entity in session.scalars(
+            select(Entity).where(
+                Entity.project_id == pid,
+                Entity.dataset == "cases",
+                Entity.uuid.in_(entity_uuids),
+            )
+        ):
+            self.entities[entity.uuid] = entity
+
+    def _index(self, case: Case) -> None:
+        if case.entity_uuid:
+            self.by_uuid.setdefault(case.entity_uuid, case)
+        self.by_code.setdefault(case.case_code, case)
+        if case.id is not None:
+            self.by_id[case.id] = case
+        self.active.setdefault(case, [])
+
+    def case_of(self, a: Assessment) -> Case | None:
+        if a.case is not None:
+            return a.case
+        return self.by_id.get(a.case_id) if a.case_id else None
+
+    def find_case(self, entity_uuid: str | None, case_code: str | None) -> Case | None:
+        return (self.by_uuid.get(entity_uuid) if entity_uuid else None) or (
+            self.by_code.get(case_code) if case_code else None
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def supersede(self, old: Assessment, by: Assessment) -> None:
+        old.state = AssessmentState.SUPERSEDED
+        self.links.append((old, by))
+
+    def flush(self) -> None:
+        """Write the batch: one flush, then the links that needed the new ids."""
+        self.session.flush()
+        for old, by in self.links:
+            old.superseded_by_id = by.id
+        self.session.flush()
+        audit.record_many(self.session, self.actor, self.audit)
+        self.audit.clear()
+
+    def review(
+        self,
+        kind: str,
+        sub: Submission,
+        *,
+        summary: str,
+        assessment: Assessment | None = None,
+        case: Case | None = None,
+    ) -> ReviewItem | None:
+        if (kind, sub.id) in self.reviewed:
+            return None
+        self.reviewed.add((kind, sub.id))
+        item = ReviewItem(
+            project_id=self.project_id,
+            kind=kind,
+            submission_id=sub.id,
+            assessment=assessment,
+            case=case,
+            summary=summary,
+        )
+        self.session.add(item)
+        return item
+
+
+def reconcile_batch(
+    session: Session,
+    store: Any,
+    project_id: int,
+    subs: list[Submission],
+    *,
+    result: ReconcileResult,
+    actor: str = "worker",
+) -> None:
+    """Reconcile claimed submissions in arrival order, inside the caller's transaction.
+
+    Idempotent per submission: one that already has its assessment is only marked done.
+    Submissions after one whose key is locked stay pending (``result.skipped_locked``).
+    """
+    batch = _Batch(session, project_id, result, actor)
+    with session.no_autoflush:
+        done = set(
+            session.scalars(
+                select(Assessment.submission_id).where(
+                    Assessment.submission_id.in_([s.id for s in subs])
+                )
+            )
+        )
+        todo = [s for s in subs if s.id not in done]
+        raws = read_many(store, [s.xml_blob_key for s in todo]) if todo else {}
+        files = _files(session, store, todo)
+        decoded: list[_Decoded] = []
+        for sub in subs:
+            if sub.id in done:
+                result.processed += 1
+                sub.status = DECRYPTED if sub.encrypted else RECONCILED
+                continue
+            try:
+                decoded.append(
+                    _decode(session, sub, project_id, raws[sub.xml_blob_key], files.get(sub.id, {}))
+                )
+            except KeyLockedError:
+                result.skipped_locked += 1
+                break
+            result.processed += 1
+        batch.load(subs, [d.assessment for d in decoded if d.assessment is not None])
+        for d in decoded:
+            _apply(batch, d)
+    batch.flush()
+
+
+def _quarantine(batch: _Batch, sub: Submission, reason: str, *, audit_it: bool = False) -> None:
+    sub.status = QUARANTINED
+    sub.quarantine_reason = reason
+    sub.updated_at = dt.datetime.now(dt.UTC)
+    batch.review("quarantined", sub, summary=f"Submission {sub.instance_id}: {reason}")
+    batch.result.quarantined += 1
+    if audit_it:
+        batch.audit.append(("submission.quarantine", f"submission:{sub.id}"))
+
+
+def _apply(batch: _Batch, d: _Decoded) -> None:
+    sub, session = d.sub, batch.session
+    if d.quarantine is not None:
+        _quarantine(batch, sub, d.quarantine, audit_it=d.audit_quarantine)
+        return
+    assert d.instance is not None
+    if sub.encrypted:
+        batch.audit.append(("submission.decrypt", f"submission:{sub.id}"))
+    sub.status = DECRYPTED if sub.encrypted else RECONCILED
+    sub.deprecated_id = sub.deprecated_id or d.instance.deprecated_id
+    sub.updated_at = dt.datetime.now(dt.UTC)
+    if "plaintext_for_encrypted_form" in (sub.flags or []):
+        batch.review(
+            "plaintext_for_encrypted_form", sub,
+            summary=f"Submission {sub.instance_id} arrived unencrypted for a form that requires encryption.",
+        )  # fmt: skip
+    a = d.assessment
+    if a is None:
+        return
+    session.add(a)
+    batch.seq[a] = len(batch.seq)
+    batch.result.assessments += 1
+    flags = a.flags
+    if any(f.startswith("score_mismatch") for f in flags):
+        batch.result.mismatches += 1
+        batch.review(
+            "score_mismatch", sub, assessment=a,
+            summary=f"{a.case_code or '?'} {a.assessment_date or ''}: device scores differ from the server's "
+            f"({', '.join(f.split(':')[1] for f in flags if f.startswith('score_mismatch'))})",
+        )  # fmt: skip
+    _attach_to_case(batch, sub, a, d.instance)
+    batch.by_instance.setdefault(a.instance_id, a)
+
+
+def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: PlainInstance) -> None:
+    previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
+    case = batch.case_of(previous) if previous is not None else None
+    case = case or batch.find_case(a.entity_uuid, a.case_code)
     if case is None and a.collection_point == "intake" and a.case_code:
         case = Case(
-            project_id=project_id,
+            project_id=a.project_id,
             case_code=a.case_code,
             entity_uuid=a.entity_uuid or str(uuid.uuid4()),
             casework_type=a.casework_type,
             office=a.office,
+            flags=[],
         )
-        session.add(case)
-        session.flush()
-        _adopt_orphans(session, case)
+        batch.session.add(case)
+        batch._index(case)
+        _adopt_orphans(batch, case)
     if case is None:
         a.state = AssessmentState.ORPHAN
-        result.orphans += 1
-        _review(
-            session, project_id, "orphan", a.submission_id, assessment_id=a.id,
+        batch.result.orphans += 1
+        batch.orphans.append(a)
+        item = batch.review(
+            "orphan", sub, assessment=a,
             summary=f"A {a.collection_point or 'follow-up'} assessment of {a.assessment_date} names case "
             f"{a.case_code or a.entity_uuid or '?'}, which this server does not know.",
         )  # fmt: skip
+        if item is not None:
+            batch.orphan_items[a] = item
         return
-    a.case_id = case.id
+    a.case = case
+    active = batch.active[case]
     if previous is not None and previous.state != AssessmentState.SUPERSEDED:
-        previous.state = AssessmentState.SUPERSEDED
-        previous.superseded_by_id = a.id
+        if previous in active:
+            active.remove(previous)
+        batch.supersede(previous, a)
+        active.append(a)
     else:
-        clash = session.scalar(
-            select(Assessment).where(
-                Assessment.case_id == case.id,
-                Assessment.id != a.id,
-                Assessment.state == AssessmentState.ACTIVE,
-                Assessment.collection_point == a.collection_point,
-                Assessment.assessment_date == a.assessment_date,
-            )
+        clash = next(
+            (
+                other
+                for other in active
+                if a.collection_point is not None
+                and a.assessment_date is not None
+                and other.collection_point == a.collection_point
+                and other.assessment_date == a.assessment_date
+            ),
+            None,
         )
-        if clash is not None:
-            if clash.ratings == a.ratings:
-                a.state = AssessmentState.SUPERSEDED  # the same assessment sent twice: ignored
-                a.superseded_by_id = clash.id
-                a.flags = [*a.flags, "duplicate"]
-            else:
-                a.state = AssessmentState.CONFLICT
-                result.conflicts += 1
-                _review(
-                    session, project_id, "conflict", a.submission_id, assessment_id=a.id, case_id=case.id,
-                    summary=f"Case {case.case_code}: two different {a.collection_point} assessments dated "
-                    f"{a.assessment_date}. Keep one.",
-                )  # fmt: skip
+        if clash is None:
+            active.append(a)
+        elif clash.ratings == a.ratings:
+            batch.supersede(a, clash)  # the same assessment sent twice: ignored
+            a.flags = [*a.flags, "duplicate"]
+        else:
+            a.state = AssessmentState.CONFLICT
+            batch.result.conflicts += 1
+            batch.review(
+                "conflict", sub, assessment=a, case=case,
+                summary=f"Case {case.case_code}: two different {a.collection_point} assessments dated "
+                f"{a.assessment_date}. Keep one.",
+            )  # fmt: skip
     entity = next((e for e in instance.entities if e.dataset == "cases"), None)
-    refresh_case(session, case, entity_base_version=entity.base_version if entity else None)
+    _refresh(
+        batch.session,
+        case,
+        _ordered(active, batch.seq),
+        batch.form_version,
+        entity_base_version=entity.base_version if entity else None,
+        entities=batch.entities,
+    )
 
 
-def _adopt_orphans(session: Session, case: Case) -> None:
+def _adopt_orphans(batch: _Batch, case: Case) -> None:
     """Follow-ups that synced before their intake (offline devices) join the new case."""
-    orphans = session.scalars(
-        select(Assessment).where(
-            Assessment.project_id == case.project_id,
-            Assessment.state == AssessmentState.ORPHAN,
-            (Assessment.entity_uuid == case.entity_uuid) | (Assessment.case_code == case.case_code),
-        )
-    ).all()
-    for orphan in orphans:
-        orphan.case_id = case.id
+    keep: list[Assessment] = []
+    for orphan in batch.orphans:
+        if orphan.state != AssessmentState.ORPHAN or not (
+            (orphan.entity_uuid is not None and orphan.entity_uuid == case.entity_uuid)
+            or (orphan.case_code is not None and orphan.case_code == case.case_code)
+        ):
+            keep.append(orphan)
+            continue
+        orphan.case = case
         orphan.state = AssessmentState.ACTIVE
-        item = session.scalar(
-            select(ReviewItem).where(
-                ReviewItem.kind == "orphan", ReviewItem.assessment_id == orphan.id
-            )
-        )
+        batch.active[case].append(orphan)
+        item = batch.orphan_items.get(orphan)
         if item is not None and item.resolved_at is None:
             item.resolved_at = dt.datetime.now(dt.UTC)
             item.resolution = "auto_linked"
             item.resolved_by = "worker"
-            item.case_id = case.id
+            item.case = case
+    batch.orphans = keep
+
+
+def _ordered(rows: list[Assessment], seq: dict[Assessment, int]) -> list[Assessment]:
+    """By assessment date (undated last, as PostgreSQL sorts NULL), then arrival."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            r.assessment_date is None,
+            r.assessment_date or dt.date.min,
+            r.id if r.id is not None else 2**62 + seq.get(r, 0),
+        ),
+    )
 
 
 def refresh_case(
@@ -510,14 +757,42 @@ def refresh_case(
     today: dt.date | None = None,
 ) -> None:
     """Recompute a case's state from its active assessments, ordered by assessment date."""
-    today = today or dt.date.today()
-    rows = list(
-        session.scalars(
-            select(Assessment)
-            .where(Assessment.case_id == case.id, Assessment.state == AssessmentState.ACTIVE)
-            .order_by(Assessment.assessment_date, Assessment.id)
+    session.flush()
+    rows = session.execute(
+        select(Assessment, Submission.form_version_id)
+        .join(Submission, Submission.id == Assessment.submission_id)
+        .where(Assessment.case_id == case.id, Assessment.state == AssessmentState.ACTIVE)
+    ).all()
+    entity = session.scalar(
+        select(Entity).where(
+            Entity.project_id == case.project_id,
+            Entity.dataset == "cases",
+            Entity.uuid == case.entity_uuid,
         )
     )
+    _refresh(
+        session,
+        case,
+        _ordered([a for a, _ in rows], {}),
+        {a.submission_id: fv for a, fv in rows},
+        entity_base_version=entity_base_version,
+        entities={entity.uuid: entity} if entity is not None else {},
+        today=today,
+    )
+
+
+def _refresh(
+    session: Session,
+    case: Case,
+    rows: list[Assessment],
+    form_version: dict[int, int],
+    *,
+    entity_base_version: str | None,
+    entities: dict[str, Entity],
+    today: dt.date | None = None,
+) -> None:
+    """Set the case's state from ``rows``, its active assessments in order (no query)."""
+    today = today or dt.date.today()
     case.assessment_count = len(rows)
     flags: list[str] = [f for f in (case.flags or []) if f.startswith("entity_")]
     if not rows:
@@ -537,11 +812,7 @@ def refresh_case(
     case.latest_scores = latest.scores
     case.casework_type = latest.casework_type or case.casework_type
     case.office = latest.office or case.office
-    # from the identity map when the worker claimed it (no query; a query here would also
-    # autoflush the case half-updated, costing a second UPDATE per submission)
-    scorer = version_info(
-        session, session.get(Submission, latest.submission_id).form_version_id
-    ).scorer
+    scorer = version_info(session, form_version[latest.submission_id]).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
     if len(rows) >= 2:
         before = rows[-2].scores
@@ -570,16 +841,21 @@ def refresh_case(
         flags.append("survivor_gap")
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
-    _sync_entity(session, case, entity_base_version, latest.collection_point)
+    _sync_entity(session, case, entities, entity_base_version, latest.collection_point)
 
 
 def _sync_entity(
-    session: Session, case: Case, base_version: str | None, last_point: str | None = None
+    session: Session,
+    case: Case,
+    entities: dict[str, Entity],
+    base_version: str | None,
+    last_point: str | None = None,
 ) -> None:
     """Write the case into the ``cases`` entity list with a new version when it changed.
 
     A closed case leaves the list devices download (its row is marked deleted, so the
     integrity endpoint tells devices to drop it); a case reopened comes back with a new version.
+    ``entities`` holds the project's ``cases`` rows already loaded, by uuid (kept current).
     """
     now = dt.datetime.now(dt.UTC)
     closed = case.status == CaseStatus.CLOSED
@@ -596,25 +872,19 @@ def _sync_entity(
             for d, v in (case.latest_scores or {}).items()
         },
     }
-    entity = session.scalar(
-        select(Entity).where(
-            Entity.project_id == case.project_id,
-            Entity.dataset == "cases",
-            Entity.uuid == case.entity_uuid,
-        )
-    )
+    entity = entities.get(case.entity_uuid)
     if entity is None:
-        session.add(
-            Entity(
-                project_id=case.project_id,
-                dataset="cases",
-                uuid=case.entity_uuid,
-                label=case.case_code,
-                version=1,
-                properties=props,
-                deleted_at=now if closed else None,
-            )
+        entity = Entity(
+            project_id=case.project_id,
+            dataset="cases",
+            uuid=case.entity_uuid,
+            label=case.case_code,
+            version=1,
+            properties=props,
+            deleted_at=now if closed else None,
         )
+        session.add(entity)
+        entities[case.entity_uuid] = entity
         return
     if base_version and base_version.isdigit() and int(base_version) < entity.version:
         # Central's "parallel update": an offline device worked from an older version. The

@@ -71,7 +71,7 @@ def test_worker_sigkill_mid_reconciliation__rerun__every_submission_exactly_once
            "KINTSUGI_SECRET_KEY": app_config["SECRET_KEY"], "KINTSUGI_ENV": "testing"}  # fmt: skip
     cmd = [str(Path(sys.executable).parent / "kintsugi"), "reconcile", "--project", str(pid),
            "--passphrase-file", str(pw)]  # fmt: skip
-    worker = subprocess.Popen([*cmd, "--interval", "1"], env=env, start_new_session=True,
+    worker = subprocess.Popen([*cmd, "--interval", "1", "--batch", "5"], env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
     try:
