@@ -171,8 +171,12 @@ def reset(app) -> None:
         conn.execute(text("UPDATE submissions SET status = 'pending_decryption' WHERE encrypted"))
 
 
-def bare_limit(xml: bytes, files: dict) -> float:
-    """Submissions/s on one core for one RSA-OAEP private decrypt + AES-CFB of the same bytes."""
+def bare_limit(xml: bytes, files: dict, rsa_ops: int = 1) -> float:
+    """Submissions/s on one core for ``rsa_ops`` RSA-OAEP private decrypts + AES-CFB of the bytes.
+
+    1 is the issue's literal limit. Verifying Collect's signature is a second private decrypt
+    (the signature is RSA-encrypted with the public key), so 2 is the like-for-like limit.
+    """
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
     from sync_protocol import crypto, keys
@@ -183,7 +187,8 @@ def bare_limit(xml: bytes, files: dict) -> float:
     aes, iv = os.urandom(32), os.urandom(16)
     n, start = 0, time.process_time()
     while time.process_time() - start < 2.0:
-        key.decrypt(wrapped, crypto._OAEP)
+        for _ in range(rsa_ops):
+            key.decrypt(wrapped, crypto._OAEP)
         d = Cipher(algorithms.AES(aes), crypto.CFB(iv)).decryptor()
         d.update(ct)
         d.finalize()
@@ -276,17 +281,21 @@ def main() -> None:
         print(
             f"ingested {args.submissions} encrypted submissions in {time.perf_counter() - t:.0f} s"
         )
-        limit = bare_limit(xml, files)
+        limit, like = bare_limit(xml, files), bare_limit(xml, files, rsa_ops=2)
+        size = len(files["submission.xml.enc"])
+        print(f"limit: one RSA-OAEP private decrypt + AES-CFB of {size} B: {limit:.0f}/s per core")
         print(
-            f"limit: one RSA-OAEP private decrypt + AES-CFB of {len(files['submission.xml.enc'])} B: {limit:.0f}/s per core"
+            f"like-for-like limit (the signature check is a 2nd RSA decrypt): {like:.0f}/s per core"
         )
         for workers in (1, 2):
             if workers > 1:
                 reset(app)
             n, seconds = run_workers(url, tmp, pid, workers, args.batch)
             rate = n / seconds
+            per = rate / workers
             print(f"{workers} worker(s): {n} submissions in {seconds:.1f} s = {rate:.0f}/s; "
-                  f"per worker {rate / workers:.0f}/s = {rate / workers / limit:.2f} of the limit (target >= 0.5)")  # fmt: skip
+                  f"per worker {per:.0f}/s = {per / limit:.2f} of the limit (target >= 0.5), "
+                  f"{per / like:.2f} of like-for-like")  # fmt: skip
         if args.cases:
             caseload(app, pid, args.cases)
         app.extensions["kintsugi.db"].engine.dispose()

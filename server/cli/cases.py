@@ -120,6 +120,7 @@ def reconcile_command(
                     f"processed {result.processed}: {result.assessments} assessments, "
                     f"{result.quarantined} quarantined, {result.orphans} orphans, "
                     f"{result.conflicts} conflicts, {result.mismatches} score mismatches"
+                    + (f", {result.adopted} waiting orphans linked" if result.adopted else "")
                 )
             if once or stopping:
                 break

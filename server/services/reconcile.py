@@ -77,6 +77,7 @@ class ReconcileResult:
     conflicts: int = 0
     mismatches: int = 0
     skipped_locked: int = 0
+    adopted: int = 0  # orphans of earlier runs linked to a case that exists now
     details: list[str] = field(default_factory=list)
 
     def add(self, other: ReconcileResult) -> None:
@@ -88,6 +89,7 @@ class ReconcileResult:
             "conflicts",
             "mismatches",
             "skipped_locked",
+            "adopted",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -189,7 +191,57 @@ def reconcile_pending(
         total.add(result)
         if result.skipped_locked or result.processed == 0:
             break
+    if total.assessments:
+        with write_lock or nullcontext(), session_factory() as session:
+            total.adopted += adopt_waiting_orphans(session, project_id)
+            session.commit()
     return total
+
+
+def adopt_waiting_orphans(session: Session, project_id: int) -> int:
+    """Link orphans whose case exists now; returns how many were linked.
+
+    A batch adopts the orphans of every case it creates, but with several workers a follow-up
+    and its intake can be in flight at once, each invisible to the other until commit; and an
+    admin may create a case from another orphan with the same code. Run after every worker
+    pass, this catches them (orphan rows are claimed with SKIP LOCKED on PostgreSQL).
+    """
+    stmt = (
+        select(Assessment, Case)
+        .join(
+            Case,
+            (Case.project_id == Assessment.project_id)
+            & (
+                (Case.entity_uuid == Assessment.entity_uuid)
+                | (Case.case_code == Assessment.case_code)
+            ),
+        )
+        .where(Assessment.project_id == project_id, Assessment.state == AssessmentState.ORPHAN)
+        .order_by(Assessment.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=Assessment)
+    linked: dict[int, Case] = {}
+    for orphan, case in session.execute(stmt):
+        if orphan.state != AssessmentState.ORPHAN:
+            continue  # matched two cases (by uuid and by code): the first one wins
+        orphan.case_id, orphan.state = case.id, AssessmentState.ACTIVE
+        linked[orphan.id] = case
+    if not linked:
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    for item in session.scalars(
+        select(ReviewItem).where(
+            ReviewItem.kind == "orphan",
+            ReviewItem.assessment_id.in_(linked),
+            ReviewItem.resolved_at.is_(None),
+        )
+    ):
+        item.resolved_at, item.resolution, item.resolved_by = now, "auto_linked", "worker"
+        item.case_id = linked[item.assessment_id].id
+    for case in {c.id: c for c in linked.values()}.values():
+        refresh_case(session, case)
+    return len(linked)
 
 
 def _one_by_one(

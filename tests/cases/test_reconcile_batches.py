@@ -133,3 +133,40 @@ def test_reconcile__batch_of_one_vs_whole_season__identical_cases_and_queues(fie
     assert any(i[4] == "auto_linked" for i in orphans)  # follow-ups that beat their intake
     left = [i[5] for i in orphans if i[4] is None]
     assert left and all("KE-0999" in x for x in left)  # only the unknown case waits for an admin
+
+
+def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, app, db_session):
+    """Should link a waiting orphan once its case exists (here: an admin created it from
+    another orphan of the same code), resolving its review item and counting it in the case."""
+    from server.services.cases import resolve_review_item, review_queues
+
+    r = field.report
+    ent = str(uuid.uuid4())
+    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+    with sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    field.send(case_code="KE-0900", point="six_month", date="2026-07-01", entity_id=ent,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    field.send(case_code="KE-0900", point="annual", date="2027-07-01", entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    first = reconcile_pending(sessionmaker, field.project_id, config=app.config)
+    assert (first.orphans, first.adopted) == (2, 0)
+    queue = review_queues(db_session, field.project_id)["orphans"]
+    resolve_review_item(db_session, queue[0].id, "create_case", actor="admin")
+    db_session.commit()
+    field.send(
+        case_code="KE-0901",
+        point="intake",
+        date="2026-01-01",
+        entity_id=str(uuid.uuid4()),
+        ratings=ratings_for(r, "3"),
+    )  # fmt: skip  (any new work wakes the worker)
+    second = reconcile_pending(sessionmaker, field.project_id, config=app.config)
+    assert second.adopted == 1
+    db_session.expire_all()
+    assert review_queues(db_session, field.project_id)["orphans"] == []
+    case = db_session.scalar(select(Case).where(Case.case_code == "KE-0900"))
+    assert case.assessment_count == 2 and case.latest_date.isoformat() == "2027-07-01"
+    states = db_session.scalars(select(Assessment.state).where(Assessment.case_id == case.id))
+    assert sorted(states) == ["active", "active"]
