@@ -246,20 +246,6 @@ def forms_state_command(project_id: int, form_id: str, state: str) -> None:
 # ---------------------------------------------------------------- app users
 
 
-def collect_settings_payload(url: str, project_name: str) -> str:
-    """Collect's settings QR payload: base64(zlib(JSON)) as Central builds it."""
-    import base64
-    import json
-    import zlib
-
-    settings = {
-        "general": {"server_url": url, "form_update_mode": "match_exactly"},
-        "admin": {},
-        "project": {"name": project_name},
-    }
-    return base64.b64encode(zlib.compress(json.dumps(settings).encode("utf-8"))).decode()
-
-
 @click.group("app-users")
 def app_users_group() -> None:
     """Device credentials (app users)."""
@@ -288,9 +274,10 @@ def app_users_create_command(
         session.commit()
         url = app_user_url(_base_url(app), project.id, token)
         if qr:
-            import segno
+            from server.qr import save_qr_png, settings_payload
 
-            segno.make(collect_settings_payload(url, project.name), error="l").save(qr, scale=6)
+            # the same payload the admin pages and API show (one definition, server.qr)
+            save_qr_png(settings_payload(url, project.name), qr)
         click.echo(url)
 
 

@@ -99,6 +99,24 @@ def test_app_users_create__prints_collect_url_and_qr(runner, client, tmp_path, d
     assert client.get(url.removeprefix("http://localhost") + "/formList").status_code == 403
 
 
+def test_app_users_create__qr_png__decodes_to_the_one_settings_payload(runner, tmp_path):
+    """Should write a QR that a scanner reads as server.qr.settings_payload of the printed URL."""
+    from server.qr import decode_payload, settings_payload
+    from tests.qrcodes import read_qr_png
+
+    pid = _ok(runner.invoke("projects", "create", "Field office North")).strip()
+    qr = tmp_path / "qr.png"
+    url = _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet", "--qr", str(qr)))
+    url = url.strip()
+    text = read_qr_png(qr.read_bytes())
+    assert text == settings_payload(url, "Field office North")
+    assert decode_payload(text) == {
+        "general": {"server_url": url, "form_update_mode": "match_exactly"},
+        "admin": {},
+        "project": {"name": "Field office North", "icon": "F", "color": "#8a5a00"},
+    }
+
+
 def test_users_create__generated_password_shown_once(runner, db_session):
     """Should create a web user with a role and print a generated password."""
     out = _ok(runner.invoke("users", "create", "ana", "--role", "manager"))
