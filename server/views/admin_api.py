@@ -55,6 +55,7 @@ from server.schemas import (
     WebUserCreateSchema,
     WebUserSchema,
 )
+from server.services.submission_list import list_submissions
 from server.web_auth import api_route, csrf_token
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
@@ -253,19 +254,6 @@ def submission_out(s: Submission) -> dict[str, Any]:
         "received_at": s.received_at,
         "quarantine_reason": s.quarantine_reason,
     }
-
-
-def list_submissions(
-    db: Session, project_id: int, *, status: str | None, flagged: bool, limit: int, offset: int
-) -> tuple[list[Submission], int]:
-    """Submissions of a project, newest first."""
-    q = select(Submission).join(Form).where(Form.project_id == project_id)
-    if status:
-        q = q.where(Submission.status == status)
-    rows = list(db.scalars(q.order_by(Submission.id.desc())).all())
-    if flagged:  # flags is a JSON list: filter in Python (portable across backends)
-        rows = [s for s in rows if s.flags]
-    return rows[offset : offset + limit], len(rows)
 
 
 def quarantined_uploads(db: Session, project_id: int) -> int:
@@ -550,12 +538,12 @@ def submissions_list(db: Session, user: WebUser, project_id: int) -> Response:
         raise ValidationError({"status": [f"Unknown status {status!r}."]})
     limit, offset = int_arg("limit", 50, lo=1, hi=500), int_arg("offset", 0, hi=10**9)
     flagged = request.args.get("flagged", "").lower() in {"1", "true", "yes"}
-    rows, total = list_submissions(
+    found = list_submissions(
         db, project_id, status=status, flagged=flagged, limit=limit, offset=offset
     )
     page = {
-        "items": [submission_out(s) for s in rows],
-        "total": total,
+        "items": [submission_out(s) for s in found.items],
+        "total": found.total,
         "quarantined_uploads": quarantined_uploads(db, project_id),
     }
     return dump(SubmissionPageSchema, {**page, "limit": limit, "offset": offset})

@@ -33,6 +33,7 @@ from server.models import (
     SubmissionStatus,
     WebUser,
 )
+from server.services.submission_list import list_submissions
 from server.views import admin_api as core
 from server.views.admin_charts import Bar, bar_chart, trend_chart
 from server.web_auth import (
@@ -319,12 +320,11 @@ def submissions(db: Session, user: WebUser, project_id: int) -> Any:
     if status not in {None, *STATUS_WORDS}:
         status = None
     flagged = request.args.get("flagged") == "1"
-    rows, total = core.list_submissions(
-        db, p.id, status=status, flagged=flagged, limit=200, offset=0
-    )
+    found = list_submissions(db, p.id, status=status, flagged=flagged, limit=200)
     return render_template(
-        "admin/submissions.html", user=user, project=p, rows=rows, total=total, status=status,
-        flagged=flagged, status_words=STATUS_WORDS, flag_explanations=FLAG_EXPLANATIONS,
+        "admin/submissions.html", user=user, project=p, rows=found.items, total=found.total,
+        status=status, flagged=flagged, status_words=STATUS_WORDS,
+        flag_explanations=FLAG_EXPLANATIONS,
         quarantined_uploads=core.quarantined_uploads(db, p.id),
     )  # fmt: skip
 
