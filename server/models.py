@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -328,6 +329,20 @@ class AuthFailure(Base):
     client: Mapped[str] = mapped_column(String(64))  # client IP
     username: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DigestNonce(Base):
+    """The highest Digest nonce count (``nc``) accepted for a nonce, shared by every node.
+
+    A request whose ``nc`` is not above it is a replay (see :mod:`server.auth`). Rows are
+    useless once the nonce is stale (``expires_at``) and are pruned now and then.
+    """
+
+    __tablename__ = "digest_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    nc: Mapped[int] = mapped_column(BigInteger)  # 8 hex digits: up to 2**32 - 1
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class Blob(Base):

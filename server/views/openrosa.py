@@ -9,6 +9,7 @@ Each route exists twice: ``/v1/key/<token>/projects/<id>/...`` for app users (to
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -141,15 +142,25 @@ def _caller(project_id: int, token: str | None, *, submit: bool = False) -> Call
     creds = _credentials()
     if creds.scheme:
         check_rate_limit(session, cfg, _client_ip())
+    digest = creds.scheme == "digest"
+    # A Digest login writes its nonce count: taken under the SQLite writer lock and committed
+    # at once, so the count stays used whatever happens to the rest of the request.
     try:
-        user = authenticate_web_user(
-            session,
-            cfg,
-            creds,
-            method=request.method,
-            path=request.path,
-            https=request.is_secure,
-        )
+        with write_lock(current_app) if digest else nullcontext():
+            try:
+                user = authenticate_web_user(
+                    session,
+                    cfg,
+                    creds,
+                    method=request.method,
+                    path=request.path,
+                    https=request.is_secure,
+                )
+            except AuthError:
+                session.rollback()
+                raise
+            if digest:
+                session.commit()
     except AuthError as err:
         if getattr(err, "failed_attempt", False):
             _remember_failure(creds.username)
