@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from server.db import utcnow
 from server.errors import AuthError, RateLimitedError
-from server.models import AppUser, AuthFailure, DigestNonce, Role, WebUser
+from server.models import AppUser, AuthFailure, DigestNonce, WebUser
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9!$]{64}$")
 
@@ -351,11 +351,6 @@ def _active_user(session: Session, username: str) -> WebUser | None:
     if user is None or user.disabled_at is not None:
         return None
     return user
-
-
-def may_submit(user: WebUser) -> bool:
-    """Viewers may download forms but not submit."""
-    return user.role in {Role.ADMIN.value, Role.MANAGER.value}
 
 
 # ---------------------------------------------------------------- rate limiting

@@ -46,7 +46,8 @@ class SubmissionStatus(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
-    """Web-user roles."""
+    """Web-user roles: ``admin`` is site-wide; manager and viewer are held per project
+    (:class:`ProjectMembership`, decided in :mod:`server.services.access`)."""
 
     ADMIN = "admin"
     MANAGER = "manager"
@@ -206,6 +207,20 @@ class WebUser(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.VIEWER.value)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class ProjectMembership(Base):
+    """A web user's role in one project (Central's "project manager" / "project viewer").
+
+    Admins are site-wide and have no rows here; anyone else sees only their projects.
+    """
+
+    __tablename__ = "project_memberships"
+
+    web_user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))  # manager | viewer
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Submission(Base):

@@ -23,7 +23,6 @@ from server.auth import (
     check_rate_limit,
     find_app_user,
     find_app_user_ref,
-    may_submit,
     record_failure,
 )
 from server.blobs import make_blob_store, read_all
@@ -37,6 +36,7 @@ from server.errors import (
 )
 from server.models import AppUser, FormVersion, Project, WebUser
 from server.multipart import parse_multipart
+from server.services import access
 from server.services import entities as entity_service
 from server.services import forms as form_service
 from server.services.projects import get_project
@@ -165,7 +165,14 @@ def _caller(project_id: int, token: str | None, *, submit: bool = False) -> Call
         if getattr(err, "failed_attempt", False):
             _remember_failure(creds.username)
         raise
-    if submit and not may_submit(user):
+    # a web user works in the projects they have a role in (any role lists and downloads
+    # forms; sending needs manager); same 403 for a project that does not exist
+    role = access.project_role(session, user, project_id)
+    if role is None:
+        raise ForbiddenError(
+            "Your account has no access to this project. Ask an administrator to add you."
+        )
+    if submit and access.rank(role) < access.rank(access.MANAGER):
         raise ForbiddenError("Your account may not send submissions. Ask an administrator.")
     project = get_project(session, project_id)
     return Caller(project, None, user, f"{root}/v1/projects/{project_id}")

@@ -197,12 +197,15 @@ def test_rate_limit__bad_tokens__429(make_app, field):
 
 def test_web_user__viewer__may_list_but_not_submit(app, client, field):
     """Should let a viewer download forms but answer 403 to a submission."""
+    from server.models import Project
+    from server.services.access import grant_project_role
     from server.services.users import create_web_user
     from tests.server.collect import multipart_body
 
     with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_web_user(s, "vera", "viewer password", role="viewer", realm="kintsugi",
-                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        vera = create_web_user(s, "vera", "viewer password", role="viewer", realm="kintsugi",
+                               method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        grant_project_role(s, vera, s.get(Project, field.project_id), "viewer")
         s.commit()
     list_uri = f"/v1/projects/{field.project_id}/formList"
     ch = _parse_challenge(client.get(list_uri).headers["WWW-Authenticate"])
