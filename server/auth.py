@@ -7,8 +7,15 @@
   as Collect speaks it over plain http) and, only when the request is https, a Basic challenge
   as well. Nonces are ``timestamp:HMAC(secret, timestamp)``: any node sharing
   ``KINTSUGI_SECRET_KEY`` can verify them without shared state; an expired one is answered with
-  ``stale=true`` so Collect retries without prompting. ``nc`` replay is not tracked (stateless
-  tier); nonces live ``KINTSUGI_NONCE_TTL`` seconds.
+  ``stale=true`` so Collect retries without prompting. Nonces live ``KINTSUGI_NONCE_TTL``
+  seconds.
+* **Replay**: the nonce count ``nc`` must rise with every request on one nonce (RFC 7616
+  §3.4). The highest ``nc`` accepted per nonce is a row of ``digest_nonces`` in the shared
+  database (not process memory: the next request may reach another worker or node), claimed by
+  one conditional upsert that only raises it; a replayed or non-increasing ``nc`` gets a 401
+  with a fresh challenge and ``stale=true`` (the password was right: okhttp-digest then
+  retries with the new nonce instead of prompting). Without ``qop`` there is no ``nc``: such a
+  nonce is good for one request. Rows outlive their nonce by at most a minute and are pruned.
 * **Digest trade-off**: the server must keep HA1 = md5(username:realm:password), which is
   password-equivalent *for this realm only*. We store it next to the scrypt hash used for
   Basic/admin logins; changing the password replaces both, which revokes old Digest
@@ -32,11 +39,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, joinedload
 
 from server.db import utcnow
 from server.errors import AuthError, RateLimitedError
-from server.models import AppUser, AuthFailure, Role, WebUser
+from server.models import AppUser, AuthFailure, DigestNonce, WebUser
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9!$]{64}$")
 
@@ -128,22 +136,28 @@ def check_password(user: WebUser, password: str) -> bool:
 
 
 def make_nonce(secret: str, now: float | None = None) -> str:
-    """A stateless nonce: ``<unix time>:<hmac>`` base64url-encoded."""
+    """A stateless nonce: ``<unix time>:<random>:<hmac>`` base64url-encoded.
+
+    The random part makes every challenge's nonce its own: nonce counts are tracked per nonce,
+    and two devices challenged in the same second must not share one.
+    """
     ts = str(int(time.time() if now is None else now))
-    mac = hmac.new(secret.encode(), ts.encode(), hashlib.sha256).hexdigest()[:32]
-    return base64.urlsafe_b64encode(f"{ts}:{mac}".encode()).decode().rstrip("=")
+    body = f"{ts}:{secrets.token_hex(8)}"
+    mac = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()[:32]
+    return base64.urlsafe_b64encode(f"{body}:{mac}".encode()).decode().rstrip("=")
 
 
 def check_nonce(secret: str, nonce: str, ttl: int, now: float | None = None) -> str:
     """``"ok"``, ``"stale"`` (valid but expired) or ``"bad"``."""
     try:
         padded = nonce + "=" * (-len(nonce) % 4)
-        ts, mac = base64.urlsafe_b64decode(padded.encode()).decode().split(":", 1)
+        body, mac = base64.urlsafe_b64decode(padded.encode()).decode().rsplit(":", 1)
+        ts, _random = body.split(":", 1)
         issued = int(ts)
     except (ValueError, UnicodeDecodeError):
         return "bad"
-    expected = hmac.new(secret.encode(), ts.encode(), hashlib.sha256).hexdigest()[:32]
-    if not hmac.compare_digest(mac, expected):
+    expected = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()[:32]
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
         return "bad"
     now = time.time() if now is None else now
     if issued > now + 60:
@@ -208,6 +222,69 @@ def verify_digest(params: dict[str, str], *, method: str, ha1: str, request_path
     return hmac.compare_digest(expected, response.lower())
 
 
+# ---------------------------------------------------------------- nonce counts (replay)
+
+_NC_RE = re.compile(r"^[0-9a-fA-F]{1,8}$")
+#: How long a nonce-count row may outlive its nonce: check_nonce accepts nonces issued up to
+#: 60 s in the future (clock skew between nodes).
+_NC_ROW_SLACK = 60
+
+
+def nonce_count(params: dict[str, str]) -> int | None:
+    """The request's ``nc`` as an integer (1 when ``qop`` is absent); None when malformed."""
+    if params.get("qop") is None:
+        return 1  # RFC 2069 style: no count, so the nonce serves one request
+    raw = params.get("nc", "")
+    if not _NC_RE.match(raw):
+        return None
+    value = int(raw, 16)
+    return value if value >= 1 else None
+
+
+_NC_UPSERTS: dict[str, Any] = {}
+
+
+def _nc_upsert(dialect: Dialect) -> Any:
+    """``INSERT .. ON CONFLICT (nonce) DO UPDATE SET nc = new WHERE old < new`` (built once).
+
+    The statement writes (and returns) a row exactly when the count is new and higher;
+    PostgreSQL's row lock makes two racing requests with the same ``nc`` see each other (the
+    second gets no row).
+    """
+    stmt = _NC_UPSERTS.get(dialect.name)
+    if stmt is None:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = DigestNonce.__table__
+        ins = insert(table)
+        # RETURNING, not rowcount: psycopg reports -1 for this statement
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c.nonce],
+            set_={"nc": ins.excluded.nc},
+            where=table.c.nc < ins.excluded.nc,
+        ).returning(table.c.nc)
+        _NC_UPSERTS[dialect.name] = stmt
+    return stmt
+
+
+def claim_nonce_count(session: Session, nonce: str, nc: int, *, ttl: int) -> bool:
+    """Record ``nc`` as the highest count used with ``nonce``; False for a replay.
+
+    One statement (the caller commits at once, so a rolled-back request cannot free its
+    count for a replay). Now and then expired rows are pruned in the same transaction.
+    """
+    expires_at = utcnow() + dt.timedelta(seconds=ttl + _NC_ROW_SLACK)
+    claimed = session.execute(
+        _nc_upsert(session.get_bind().dialect),
+        {"nonce": nonce, "nc": nc, "expires_at": expires_at},
+    ).first()
+    if secrets.randbelow(100) == 0:
+        session.execute(delete(DigestNonce).where(DigestNonce.expires_at < utcnow()))
+    return claimed is not None
+
+
 @dataclass(slots=True)
 class Credentials:
     """What the client sent in ``Authorization`` (nothing logged from here)."""
@@ -244,10 +321,15 @@ def authenticate_web_user(
                 creds.params, method=method, ha1=candidate.digest_ha1, request_path=path
             )
         ):
-            if state == "ok":
-                user = candidate
-            else:
+            nc = nonce_count(creds.params)
+            if state != "ok":
                 stale = True  # right password, old nonce: retry without prompting
+            elif nc is not None and claim_nonce_count(
+                session, creds.params["nonce"], nc, ttl=config["NONCE_TTL"]
+            ):
+                user = candidate
+            elif nc is not None:
+                stale = True  # right password, count already used: a replay, or out of order
     elif creds.scheme == "basic" and https and creds.username and creds.password is not None:
         candidate = _active_user(session, creds.username)
         if candidate is not None and check_password(candidate, creds.password):
@@ -269,11 +351,6 @@ def _active_user(session: Session, username: str) -> WebUser | None:
     if user is None or user.disabled_at is not None:
         return None
     return user
-
-
-def may_submit(user: WebUser) -> bool:
-    """Viewers may download forms but not submit."""
-    return user.role in {Role.ADMIN.value, Role.MANAGER.value}
 
 
 # ---------------------------------------------------------------- rate limiting

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -45,7 +46,8 @@ class SubmissionStatus(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
-    """Web-user roles."""
+    """Web-user roles: ``admin`` is site-wide; manager and viewer are held per project
+    (:class:`ProjectMembership`, decided in :mod:`server.services.access`)."""
 
     ADMIN = "admin"
     MANAGER = "manager"
@@ -207,6 +209,20 @@ class WebUser(Base):
     disabled_at: Mapped[dt.datetime | None] = mapped_column()
 
 
+class ProjectMembership(Base):
+    """A web user's role in one project (Central's "project manager" / "project viewer").
+
+    Admins are site-wide and have no rows here; anyone else sees only their projects.
+    """
+
+    __tablename__ = "project_memberships"
+
+    web_user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))  # manager | viewer
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Submission(Base):
     """One instance (form + instanceID) as received; its XML and parts are blobs."""
 
@@ -328,6 +344,20 @@ class AuthFailure(Base):
     client: Mapped[str] = mapped_column(String(64))  # client IP
     username: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DigestNonce(Base):
+    """The highest Digest nonce count (``nc``) accepted for a nonce, shared by every node.
+
+    A request whose ``nc`` is not above it is a replay (see :mod:`server.auth`). Rows are
+    useless once the nonce is stale (``expires_at``) and are pruned now and then.
+    """
+
+    __tablename__ = "digest_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    nc: Mapped[int] = mapped_column(BigInteger)  # 8 hex digits: up to 2**32 - 1
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class Blob(Base):

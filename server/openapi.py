@@ -180,6 +180,11 @@ def build_document(server_url: str = "/api/v1") -> dict[str, Any]:
         }
         if r.role is None:
             op["security"] = []
+        elif "<int:project_id>" in r.path:
+            op["description"] = (
+                f"Needs the **{r.role}** role in this project (admins: every project; "
+                "admin > manager > viewer)."
+            )
         else:
             op["description"] = f"Needs the **{r.role}** role (admin > manager > viewer)."
         if params:
@@ -223,7 +228,7 @@ def build_document(server_url: str = "/api/v1") -> dict[str, Any]:
         if r.role is not None:
             errors |= {
                 "401": "Not signed in",
-                "403": "Role too low or CSRF token missing",
+                "403": "Role too low (in this project), or CSRF token missing",
                 "429": "Too many failed sign-ins from this client",
             }
         if r.tag in {"cases", "custody"}:

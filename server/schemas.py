@@ -22,10 +22,36 @@ class ErrorSchema(Schema):
     )
 
 
+PROJECT_ROLES = [Role.MANAGER.value, Role.VIEWER.value]
+
+
+class MembershipSchema(Schema):
+    """A web user's role in one project (admins have none: they see every project)."""
+
+    project_id = fields.Integer(required=True)
+    project_name = fields.String(required=True)
+    user_id = fields.Integer(required=True, attribute="web_user_id")
+    username = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(PROJECT_ROLES))
+
+
+class ProjectRoleSchema(Schema):
+    role = fields.String(
+        required=True,
+        validate=validate.OneOf(PROJECT_ROLES),
+        metadata={"description": "the user's role in this project"},
+    )
+
+
 class MeSchema(Schema):
     id = fields.Integer(required=True)
     username = fields.String(required=True)
-    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    role = fields.String(
+        required=True,
+        validate=validate.OneOf([r.value for r in Role]),
+        metadata={"description": "admin is site-wide; others act through their projects' roles"},
+    )
+    projects = fields.List(fields.Nested(MembershipSchema), required=True)
     csrf_token = fields.String(metadata={"description": "send as X-CSRF-Token with the cookie"})
 
 
@@ -157,6 +183,7 @@ class WebUserSchema(Schema):
     email = fields.String(allow_none=True)
     role = fields.String(required=True)
     disabled = fields.Boolean(required=True)
+    projects = fields.List(fields.Nested(MembershipSchema), required=True)
 
 
 class WebUserCreateSchema(Schema):

@@ -12,8 +12,12 @@ Decisions:
   cross the network readable). Basic calls need no CSRF token: browsers never attach Basic
   credentials to cross-site requests on their own. Failed Basic attempts feed the same DB rate
   limit as Collect's Digest logins.
-* **Roles**: admin > manager > viewer. Web users are not scoped to projects; every lookup of a
-  project's resource still filters by project id so another project's ids answer 404.
+* **Roles**: admin > manager > viewer. Admins are site-wide; managers and viewers hold their
+  role per project (:mod:`server.services.access`). Every view whose URL names a project goes
+  through :func:`api_route` or the pages' ``page`` decorator, which check the caller's role *in
+  that project* (403, the same for a project that does not exist); the role found is kept in
+  ``g.project_role`` for the templates. Lookups of a project's resources still filter by
+  project id, so another project's ids answer 404.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 from server.errors import AuthError, ForbiddenError
-from server.models import Role, WebUser
+from server.models import WebUser
+from server.services.access import ROLE_RANK, require_project_role, site_role
 
 #: A signed-in session ends this long after sign-in, whatever the activity (shared office PCs).
 SESSION_MAX_AGE = 12 * 3600
 
-ROLE_RANK = {Role.VIEWER.value: 1, Role.MANAGER.value: 2, Role.ADMIN.value: 3}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -60,8 +64,14 @@ def _pw_tag(user: WebUser) -> str:
 
 
 def role_at_least(user: WebUser | None, role: str) -> bool:
-    """True when ``user`` has ``role`` or a higher one."""
-    return user is not None and ROLE_RANK.get(user.role, 0) >= ROLE_RANK[role]
+    """True when ``user`` has ``role`` or a higher one: in the project of this request when
+    the URL names one (``g.project_role``), else site-wide (:func:`access.site_role`)."""
+    from flask import g, has_app_context
+
+    if user is None:
+        return False
+    held = g.get("project_role") if has_app_context() else None
+    return ROLE_RANK[held or site_role(user)] >= ROLE_RANK[role]
 
 
 def login_session(user: WebUser) -> None:
@@ -159,9 +169,24 @@ def api_user(db_session: Any) -> WebUser:
 
 
 def require(user: WebUser, role: str) -> None:
-    """ForbiddenError unless ``user`` has at least ``role``."""
-    if not role_at_least(user, role):
+    """ForbiddenError unless ``user`` has at least ``role`` site-wide (only admins rank above
+    viewer outside a project)."""
+    if ROLE_RANK[site_role(user)] < ROLE_RANK[role]:
         raise ForbiddenError(f"This needs the {role} role; you are signed in as {user.role}.")
+
+
+def authorize(db: Any, user: WebUser, role: str, view_args: dict[str, Any]) -> None:
+    """Check ``role`` in the project the URL names (``project_id``), else site-wide.
+
+    The project role found is kept in ``g.project_role`` (templates, :func:`role_at_least`).
+    """
+    from flask import g
+
+    project_id = view_args.get("project_id")
+    if project_id is None:
+        require(user, role)
+        return
+    g.project_role = require_project_role(db, user, project_id, role)
 
 
 def api_route(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -174,7 +199,7 @@ def api_route(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
             db = get_session()
             user = api_user(db)
-            require(user, role)
+            authorize(db, user, role, kwargs)
             return fn(db, user, **kwargs)
 
         wrapper.required_role = role  # type: ignore[attr-defined]

@@ -246,20 +246,6 @@ def forms_state_command(project_id: int, form_id: str, state: str) -> None:
 # ---------------------------------------------------------------- app users
 
 
-def collect_settings_payload(url: str, project_name: str) -> str:
-    """Collect's settings QR payload: base64(zlib(JSON)) as Central builds it."""
-    import base64
-    import json
-    import zlib
-
-    settings = {
-        "general": {"server_url": url, "form_update_mode": "match_exactly"},
-        "admin": {},
-        "project": {"name": project_name},
-    }
-    return base64.b64encode(zlib.compress(json.dumps(settings).encode("utf-8"))).decode()
-
-
 @click.group("app-users")
 def app_users_group() -> None:
     """Device credentials (app users)."""
@@ -288,9 +274,10 @@ def app_users_create_command(
         session.commit()
         url = app_user_url(_base_url(app), project.id, token)
         if qr:
-            import segno
+            from server.qr import save_qr_png, settings_payload
 
-            segno.make(collect_settings_payload(url, project.name), error="l").save(qr, scale=6)
+            # the same payload the admin pages and API show (one definition, server.qr)
+            save_qr_png(settings_payload(url, project.name), qr)
         click.echo(url)
 
 
@@ -332,7 +319,7 @@ def app_users_list_command(project_id: int) -> None:
 
 @click.group("users")
 def users_group() -> None:
-    """Web users (admin, manager, viewer)."""
+    """Web users: admins see every project; managers and viewers only the projects granted."""
 
 
 @users_group.command("create")
@@ -344,11 +331,24 @@ def users_group() -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the password from a file; otherwise one is generated and printed once.",
 )
+@click.option(
+    "--project",
+    "project_ids",
+    multiple=True,
+    type=int,
+    help="Give the new manager/viewer this project with that role (repeatable).",
+)
 def users_create_command(
-    username: str, role: str, email: str | None, password_file: str | None
+    username: str,
+    role: str,
+    email: str | None,
+    password_file: str | None,
+    project_ids: tuple[int, ...],
 ) -> None:
-    """Create a web user."""
+    """Create a web user (a manager or viewer sees no project until granted one)."""
     from server.errors import ServerError
+    from server.services.access import grant_project_role
+    from server.services.projects import get_project
     from server.services.users import create_web_user, generate_password
 
     generated = password_file is None
@@ -356,7 +356,7 @@ def users_create_command(
     app = _app()
     with _session(app) as session:
         try:
-            create_web_user(
+            user = create_web_user(
                 session,
                 username,
                 password,
@@ -365,12 +365,77 @@ def users_create_command(
                 realm=app.config["DIGEST_REALM"],
                 method=app.config["PASSWORD_HASH_METHOD"],
             )
+            for project_id in project_ids:
+                grant_project_role(session, user, get_project(session, project_id), role)
         except ServerError as err:
             _fail(err)
         session.commit()
     click.echo(f"created {role} {username}")
+    for project_id in project_ids:
+        click.echo(f"  {role} of project {project_id}")
     if generated:
         click.echo(f"password (shown once): {password}")
+
+
+@users_group.command("grant")
+@click.argument("user")
+@click.option("--project", "project_id", required=True, type=int)
+@click.option("--role", required=True, type=click.Choice(["manager", "viewer"]))
+def users_grant_command(user: str, project_id: int, role: str) -> None:
+    """Give USER (username or email) ROLE in a project, replacing the role they had there."""
+    from server.errors import ServerError
+    from server.services.access import find_web_user, grant_project_role
+    from server.services.projects import get_project
+
+    app = _app()
+    with _session(app) as session:
+        try:
+            web_user = find_web_user(session, user)
+            project = get_project(session, project_id)
+            grant_project_role(session, web_user, project, role)
+        except ServerError as err:
+            _fail(err)
+        session.commit()
+        click.echo(f"{web_user.username}\t{role}\tproject {project.id}\t{project.name}")
+
+
+@users_group.command("revoke")
+@click.argument("user")
+@click.option("--project", "project_id", required=True, type=int)
+def users_revoke_command(user: str, project_id: int) -> None:
+    """Take USER's (username or email) role in a project away: access ends at once."""
+    from server.errors import ServerError
+    from server.services.access import find_web_user, revoke_project_role
+
+    app = _app()
+    with _session(app) as session:
+        try:
+            web_user = find_web_user(session, user)
+        except ServerError as err:
+            _fail(err)
+        if not revoke_project_role(session, web_user, project_id):
+            raise click.ClickException(f"{web_user.username} has no role in project {project_id}")
+        session.commit()
+        click.echo(f"{web_user.username}\tno access\tproject {project_id}")
+
+
+@users_group.command("list")
+def users_list_command() -> None:
+    """List web users: username, role, projects (id:role) or 'every project' for admins."""
+    from sqlalchemy import select
+
+    from server.models import WebUser
+    from server.services.access import all_memberships
+
+    app = _app()
+    with _session(app) as session:
+        held: dict[int, list[str]] = {}
+        for m in all_memberships(session):
+            held.setdefault(m.web_user_id, []).append(f"{m.project_id}:{m.role}")
+        for u in session.scalars(select(WebUser).order_by(WebUser.username)):
+            scope = "every project" if u.role == "admin" else ",".join(held.get(u.id, [])) or "-"
+            state = "\tdisabled" if u.disabled_at else ""
+            click.echo(f"{u.username}\t{u.role}\t{scope}{state}")
 
 
 @users_group.command("set-password")

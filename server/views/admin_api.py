@@ -1,8 +1,9 @@
 """The admin JSON API under ``/api/v1`` (documented at ``/api/v1/openapi.json``).
 
-Thin views: authenticate (:mod:`server.web_auth`), check the role, validate with
-:mod:`server.schemas`, call a service, dump with a schema. Every lookup of a project's resource
-filters by the project id in the URL, so another project's ids answer 404 like missing ones.
+Thin views: authenticate (:mod:`server.web_auth`), check the role (in the URL's project for
+``/projects/<id>/...``: :mod:`server.services.access`), validate with :mod:`server.schemas`,
+call a service, dump with a schema. Every lookup of a project's resource filters by the project
+id in the URL, so another project's ids answer 404 like missing ones.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ from server.schemas import (
     FormStateSchema,
     FreeFormSchema,
     KeyStatusSchema,
+    MembershipSchema,
     MeSchema,
     NotesSchema,
     PassphraseSchema,
     ProjectCreateSchema,
+    ProjectRoleSchema,
     ProjectSchema,
     ReviewResolveSchema,
     RotatedKeySchema,
@@ -55,6 +58,8 @@ from server.schemas import (
     WebUserCreateSchema,
     WebUserSchema,
 )
+from server.services import access
+from server.services.submission_list import list_submissions
 from server.web_auth import api_route, csrf_token
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
@@ -255,19 +260,6 @@ def submission_out(s: Submission) -> dict[str, Any]:
     }
 
 
-def list_submissions(
-    db: Session, project_id: int, *, status: str | None, flagged: bool, limit: int, offset: int
-) -> tuple[list[Submission], int]:
-    """Submissions of a project, newest first."""
-    q = select(Submission).join(Form).where(Form.project_id == project_id)
-    if status:
-        q = q.where(Submission.status == status)
-    rows = list(db.scalars(q.order_by(Submission.id.desc())).all())
-    if flagged:  # flags is a JSON list: filter in Python (portable across backends)
-        rows = [s for s in rows if s.flags]
-    return rows[offset : offset + limit], len(rows)
-
-
 def quarantined_uploads(db: Session, project_id: int) -> int:
     """Unresolved uploads of the project the server could not read as a submission."""
     from server.models import QuarantinedUpload
@@ -322,17 +314,23 @@ def openapi_document() -> Response:
 openapi.ROUTES.append(Route("GET", "/openapi.json", "This OpenAPI document", None, tag="meta"))
 
 
-@api("GET", "/me", "The signed-in web user", VIEWER, response=MeSchema, tag="meta")
+@api(
+    "GET", "/me", "The signed-in web user and their projects", VIEWER, response=MeSchema,
+    tag="meta",
+)  # fmt: skip
 def me(db: Session, user: WebUser) -> Response:
-    return dump(MeSchema, {**_user_out(user), "csrf_token": csrf_token()})
+    return dump(MeSchema, {**_user_out(db, user), "csrf_token": csrf_token()})
 
 
 # ---------------------------------------------------------------- projects
 
 
-@api("GET", "/projects", "List projects", VIEWER, response=ProjectSchema, response_list=True)
+@api(
+    "GET", "/projects", "List the projects the caller may open (all of them for admins)",
+    VIEWER, response=ProjectSchema, response_list=True,
+)  # fmt: skip
 def projects_list(db: Session, user: WebUser) -> Response:
-    rows = db.scalars(select(Project).order_by(Project.name)).all()
+    rows = access.visible_projects(db, user)
     return dump(ProjectSchema, [project_out(p) for p in rows], many=True)
 
 
@@ -550,12 +548,12 @@ def submissions_list(db: Session, user: WebUser, project_id: int) -> Response:
         raise ValidationError({"status": [f"Unknown status {status!r}."]})
     limit, offset = int_arg("limit", 50, lo=1, hi=500), int_arg("offset", 0, hi=10**9)
     flagged = request.args.get("flagged", "").lower() in {"1", "true", "yes"}
-    rows, total = list_submissions(
+    found = list_submissions(
         db, project_id, status=status, flagged=flagged, limit=limit, offset=offset
     )
     page = {
-        "items": [submission_out(s) for s in rows],
-        "total": total,
+        "items": [submission_out(s) for s in found.items],
+        "total": found.total,
         "quarantined_uploads": quarantined_uploads(db, project_id),
     }
     return dump(SubmissionPageSchema, {**page, "limit": limit, "offset": offset})
@@ -784,20 +782,21 @@ def export_download(db: Session, user: WebUser, project_id: int) -> Response:
 # ---------------------------------------------------------------- web users (admin)
 
 
-def _user_out(u: WebUser) -> dict[str, Any]:
+def _user_out(db: Session, u: WebUser) -> dict[str, Any]:
     return {
         "id": u.id,
         "username": u.username,
         "email": u.email,
         "role": u.role,
         "disabled": u.disabled_at is not None,
+        "projects": access.user_memberships(db, u.id),
     }
 
 
 @api("GET", "/users", "List web users", ADMIN, response=WebUserSchema, response_list=True)
 def users_list(db: Session, user: WebUser) -> Response:
     rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
-    return dump(WebUserSchema, [_user_out(u) for u in rows], many=True)
+    return dump(WebUserSchema, [_user_out(db, u) for u in rows], many=True)
 
 
 @api(
@@ -823,7 +822,56 @@ def users_create(db: Session, user: WebUser) -> Response:
         actor=actor(user),
     )
     db.commit()
-    out = _user_out(new)
+    out = _user_out(db, new)
     if generated:
         out["password"] = password
     return dump(WebUserCreatedSchema, out, 201)
+
+
+# ---------------------------------------------------------------- project roles (admin)
+
+
+def _web_user(db: Session, user_id: int) -> WebUser:
+    found = db.get(WebUser, user_id)
+    if found is None:
+        raise NotFoundError(f"Web user {user_id} does not exist.")
+    return found
+
+
+@api(
+    "GET", "/projects/<int:project_id>/members",
+    "Web users with a role in the project (admins see every project and are not listed)",
+    ADMIN, response=MembershipSchema, response_list=True,
+)  # fmt: skip
+def members_list(db: Session, user: WebUser, project_id: int) -> Response:
+    get_project(db, project_id)
+    return dump(MembershipSchema, access.project_members(db, project_id), many=True)
+
+
+@api(
+    "PUT", "/projects/<int:project_id>/members/<int:user_id>",
+    "Give a web user a role in the project (manager | viewer), replacing their previous one",
+    ADMIN, body=ProjectRoleSchema, response=MembershipSchema,
+)  # fmt: skip
+def member_put(db: Session, user: WebUser, project_id: int, user_id: int) -> Response:
+    project = get_project(db, project_id)
+    target = _web_user(db, user_id)
+    data = body(ProjectRoleSchema)
+    access.grant_project_role(db, target, project, data["role"], actor=actor(user))
+    db.commit()
+    (row,) = [m for m in access.user_memberships(db, target.id) if m.project_id == project.id]
+    return dump(MembershipSchema, row)
+
+
+@api(
+    "DELETE", "/projects/<int:project_id>/members/<int:user_id>",
+    "Take a web user's role in the project away (their access ends at once)", ADMIN,
+    status=204,
+)  # fmt: skip
+def member_delete(db: Session, user: WebUser, project_id: int, user_id: int) -> Response:
+    get_project(db, project_id)
+    target = _web_user(db, user_id)
+    if not access.revoke_project_role(db, target, project_id, actor=actor(user)):
+        raise NotFoundError(f"{target.username} has no role in this project.")
+    db.commit()
+    return Response(status=204)

@@ -33,14 +33,16 @@ from server.models import (
     SubmissionStatus,
     WebUser,
 )
+from server.services import access
+from server.services.submission_list import list_submissions
 from server.views import admin_api as core
 from server.views.admin_charts import Bar, bar_chart, trend_chart
 from server.web_auth import (
+    authorize,
     check_csrf,
     csrf_token,
     login_session,
     logout_session,
-    require,
     role_at_least,
     session_user,
 )
@@ -102,7 +104,13 @@ def _headers(resp: Response) -> Response:
 
 @bp.app_context_processor
 def _globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "role_at_least": role_at_least}
+    from flask import g
+
+    return {
+        "csrf_token": csrf_token,
+        "role_at_least": role_at_least,
+        "project_role": g.get("project_role"),
+    }
 
 
 @bp.errorhandler(ServerError)
@@ -136,7 +144,7 @@ def page(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 return redirect(url_for("admin.login", next=request.full_path))
             if request.method == "POST":
                 check_csrf(request.form.get("csrf_token"))
-            require(user, role)
+            authorize(db, user, role, kwargs)  # in the URL's project, when it names one
             try:
                 return fn(db, user, **kwargs)
             except ValidationError as err:
@@ -203,7 +211,7 @@ def logout() -> Any:
 @bp.get("/")
 @page(VIEWER)
 def projects(db: Session, user: WebUser) -> Any:
-    rows = db.scalars(select(Project).order_by(Project.name)).all()
+    rows = access.visible_projects(db, user)
     return render_template("admin/projects.html", user=user, projects=rows)
 
 
@@ -319,12 +327,11 @@ def submissions(db: Session, user: WebUser, project_id: int) -> Any:
     if status not in {None, *STATUS_WORDS}:
         status = None
     flagged = request.args.get("flagged") == "1"
-    rows, total = core.list_submissions(
-        db, p.id, status=status, flagged=flagged, limit=200, offset=0
-    )
+    found = list_submissions(db, p.id, status=status, flagged=flagged, limit=200)
     return render_template(
-        "admin/submissions.html", user=user, project=p, rows=rows, total=total, status=status,
-        flagged=flagged, status_words=STATUS_WORDS, flag_explanations=FLAG_EXPLANATIONS,
+        "admin/submissions.html", user=user, project=p, rows=found.items, total=found.total,
+        status=status, flagged=flagged, status_words=STATUS_WORDS,
+        flag_explanations=FLAG_EXPLANATIONS,
         quarantined_uploads=core.quarantined_uploads(db, p.id),
     )  # fmt: skip
 
@@ -542,13 +549,20 @@ def export(db: Session, user: WebUser, project_id: int) -> Any:
 # ---------------------------------------------------------------- web users (admin)
 
 
+def _users_page(db: Session, user: WebUser, **extra: Any) -> str:
+    return render_template(
+        "admin/users.html", user=user,
+        users=db.scalars(select(WebUser).order_by(WebUser.username)).all(),
+        project_roles=access.PROJECT_ROLES,
+        projects=db.scalars(select(Project).order_by(Project.name)).all(),
+        memberships=access.all_memberships(db), **{"created": None, "message": None, **extra},
+    )  # fmt: skip
+
+
 @bp.get("/users")
 @page(ADMIN)
 def users(db: Session, user: WebUser) -> Any:
-    rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
-    return render_template(
-        "admin/users.html", user=user, users=rows, roles=[r.value for r in Role], created=None
-    )
+    return _users_page(db, user)
 
 
 @bp.post("/users")
@@ -570,11 +584,40 @@ def user_create(db: Session, user: WebUser) -> Any:
         actor=core.actor(user),
     )
     db.commit()
-    rows = db.scalars(select(WebUser).order_by(WebUser.username)).all()
-    return render_template(
-        "admin/users.html", user=user, users=rows, roles=[r.value for r in Role],
-        created={"username": new.username, "password": password},
-    )  # fmt: skip
+    return _users_page(db, user, created={"username": new.username, "password": password})
+
+
+def _form_int(name: str) -> int:
+    from marshmallow import ValidationError
+
+    raw = request.form.get(name, "").strip()
+    if not raw.isdigit():
+        raise ValidationError({name: ["Choose one."]})
+    return int(raw)
+
+
+@bp.post("/users/project-roles")
+@page(ADMIN)
+def project_role_grant(db: Session, user: WebUser) -> Any:
+    """Give a web user a role in a project (replacing the one they had there)."""
+    target = core._web_user(db, _form_int("user_id"))
+    project = core.get_project(db, _form_int("project_id"))
+    role = request.form.get("role", "")
+    access.grant_project_role(db, target, project, role, actor=core.actor(user))
+    db.commit()
+    return _users_page(db, user, message=f"{target.username} is now {role} of {project.name}.")
+
+
+@bp.post("/users/project-roles/revoke")
+@page(ADMIN)
+def project_role_revoke(db: Session, user: WebUser) -> Any:
+    """Take a web user's role in a project away."""
+    target = core._web_user(db, _form_int("user_id"))
+    project = core.get_project(db, _form_int("project_id"))
+    if not access.revoke_project_role(db, target, project.id, actor=core.actor(user)):
+        raise NotFoundError(f"{target.username} has no role in {project.name}.")
+    db.commit()
+    return _users_page(db, user, message=f"{target.username} no longer has {project.name}.")
 
 
 ROLE_VALUES = {r.value for r in Role}

@@ -9,6 +9,7 @@ Each route exists twice: ``/v1/key/<token>/projects/<id>/...`` for app users (to
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -22,7 +23,6 @@ from server.auth import (
     check_rate_limit,
     find_app_user,
     find_app_user_ref,
-    may_submit,
     record_failure,
 )
 from server.blobs import make_blob_store, read_all
@@ -36,6 +36,7 @@ from server.errors import (
 )
 from server.models import AppUser, FormVersion, Project, WebUser
 from server.multipart import parse_multipart
+from server.services import access
 from server.services import entities as entity_service
 from server.services import forms as form_service
 from server.services.projects import get_project
@@ -141,20 +142,37 @@ def _caller(project_id: int, token: str | None, *, submit: bool = False) -> Call
     creds = _credentials()
     if creds.scheme:
         check_rate_limit(session, cfg, _client_ip())
+    digest = creds.scheme == "digest"
+    # A Digest login writes its nonce count: taken under the SQLite writer lock and committed
+    # at once, so the count stays used whatever happens to the rest of the request.
     try:
-        user = authenticate_web_user(
-            session,
-            cfg,
-            creds,
-            method=request.method,
-            path=request.path,
-            https=request.is_secure,
-        )
+        with write_lock(current_app) if digest else nullcontext():
+            try:
+                user = authenticate_web_user(
+                    session,
+                    cfg,
+                    creds,
+                    method=request.method,
+                    path=request.path,
+                    https=request.is_secure,
+                )
+            except AuthError:
+                session.rollback()
+                raise
+            if digest:
+                session.commit()
     except AuthError as err:
         if getattr(err, "failed_attempt", False):
             _remember_failure(creds.username)
         raise
-    if submit and not may_submit(user):
+    # a web user works in the projects they have a role in (any role lists and downloads
+    # forms; sending needs manager); same 403 for a project that does not exist
+    role = access.project_role(session, user, project_id)
+    if role is None:
+        raise ForbiddenError(
+            "Your account has no access to this project. Ask an administrator to add you."
+        )
+    if submit and access.rank(role) < access.rank(access.MANAGER):
         raise ForbiddenError("Your account may not send submissions. Ask an administrator.")
     project = get_project(session, project_id)
     return Caller(project, None, user, f"{root}/v1/projects/{project_id}")

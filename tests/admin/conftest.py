@@ -1,4 +1,7 @@
-"""Fixtures for the admin surface: three web users (one per role), two projects, a form each."""
+"""Fixtures for the admin surface: three web users (one per role), two projects, a form each.
+
+``world``'s manager and viewer hold their role in *both* projects (tests of resource scoping
+by project id); ``scoped`` adds a manager and a viewer of project A only (access control)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from server.blobs import make_blob_store
-from server.models import Form, Submission
+from server.models import Form, Project, Submission, WebUser
+from server.services.access import grant_project_role
 from server.services.forms import publish_form
 from server.services.projects import create_project
 from server.services.users import create_web_user
@@ -80,6 +85,10 @@ def world(app: Any) -> World:
             )
         a = create_project(session, "Office A")
         b = create_project(session, "Office B")
+        for name in ("manager", "viewer"):  # members of both projects (see `scoped` for one)
+            user = session.scalar(select(WebUser).where(WebUser.username == name))
+            for project in (a, b):
+                grant_project_role(session, user, project, name)
         store = make_blob_store(app.config, session)
         publish_form(session, store, a, xform("household"))
         version, _ = publish_form(session, store, b, xform("bform", title="B form"))
@@ -92,6 +101,29 @@ def world(app: Any) -> World:
 def api(client: Any, world: World) -> dict[str, Api]:
     """One API caller per role."""
     return {role: Api(client, role) for role in ("admin", "manager", "viewer")}
+
+
+#: users of ``scoped``: a manager and a viewer of project A only
+SCOPED = {"ana": "manager", "vic": "viewer"}
+
+
+@pytest.fixture
+def scoped(app: Any, client: Any, world: World) -> dict[str, Api]:
+    """``ana`` (manager of project A only) and ``vic`` (viewer of project A only)."""
+    with app.extensions["kintsugi.db"].sessionmaker() as session:
+        project_a = session.get(Project, world.project_a)
+        for name, role in SCOPED.items():
+            user = create_web_user(
+                session,
+                name,
+                PASSWORD,
+                role=role,
+                realm=app.config["DIGEST_REALM"],
+                method=app.config["PASSWORD_HASH_METHOD"],
+            )
+            grant_project_role(session, user, project_a, role)
+        session.commit()
+    return {name: Api(client, name) for name in SCOPED}
 
 
 def login(client: Any, username: str, password: str = PASSWORD) -> Any:

@@ -13,10 +13,16 @@ PASS = "correct passphrase"
 
 
 def _encrypted_project(app: Any) -> int:
+    """An encrypted project; ``world``'s manager is its manager."""
+    from server.models import WebUser
+    from server.services.access import grant_project_role
     from server.services.projects import create_project
 
     with app.extensions["kintsugi.db"].sessionmaker() as s:
         p = create_project(s, "Encrypted office", passphrase=PASS.encode())
+        manager = s.scalar(select(WebUser).where(WebUser.username == "manager"))
+        if manager is not None:
+            grant_project_role(s, manager, p, "manager")
         s.commit()
         return p.id
 

@@ -8,6 +8,7 @@ import zlib
 
 from server.qr import qr_png_bytes, qr_svg_inline, settings_payload
 from server.views.admin_charts import Bar, bar_chart, trend_chart
+from tests.qrcodes import read_qr_png
 
 
 def test_settings_payload__zlib_base64_json_as_collect_reads_it() -> None:
@@ -25,7 +26,9 @@ def test_settings_payload__zlib_base64_json_as_collect_reads_it() -> None:
 
 def test_qr_png__is_png_and_svg_inline_has_no_style_attribute() -> None:
     payload = settings_payload("http://x/v1/key/T/projects/1", "P")
-    assert qr_png_bytes(payload).startswith(b"\x89PNG\r\n\x1a\n")
+    png = qr_png_bytes(payload)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert read_qr_png(png) == payload  # what a scanner reads is the payload itself
     svg = qr_svg_inline(payload)
     assert svg.startswith("<svg") and "style=" not in svg  # CSP forbids inline styles
 

@@ -133,9 +133,12 @@ def seed_caseload(app: Any, project_id: int) -> dict[str, int]:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A served app on a fresh SQLite database: users, an encrypted project with a compiled
     instrument form, submissions and a fictional caseload; the real case services."""
+    from sqlalchemy import select
+
     from server import create_app, db
     from server.blobs import make_blob_store
-    from server.models import FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM
+    from server.models import FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM, WebUser
+    from server.services.access import grant_project_role
     from server.services.forms import publish_form
     from server.services.projects import create_project
     from server.services.users import create_web_user
@@ -163,6 +166,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                             method="pbkdf2:sha256:1000")  # fmt: skip
         project = create_project(s, "Cebu aftercare", passphrase=b"correct passphrase")
         other = create_project(s, "Kampala aftercare")
+        for role in ("manager", "viewer"):
+            member = s.scalar(select(WebUser).where(WebUser.username == role))
+            for p in (project, other):
+                grant_project_role(s, member, p, role)
         store = make_blob_store(app.config, s)
         key = project.active_key.public_key_b64
         v, _ = publish_form(s, store, project, xform("aso_followup", "2026.1",

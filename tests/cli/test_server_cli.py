@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from server.models import AppUser, Project, ProjectKey, WebUser
@@ -97,6 +98,24 @@ def test_app_users_create__prints_collect_url_and_qr(runner, client, tmp_path, d
     user_id = db_session.scalars(select(AppUser.id)).one()
     _ok(runner.invoke("app-users", "revoke", str(user_id)))
     assert client.get(url.removeprefix("http://localhost") + "/formList").status_code == 403
+
+
+def test_app_users_create__qr_png__decodes_to_the_one_settings_payload(runner, tmp_path):
+    """Should write a QR that a scanner reads as server.qr.settings_payload of the printed URL."""
+    from server.qr import decode_payload, settings_payload
+    from tests.qrcodes import read_qr_png
+
+    pid = _ok(runner.invoke("projects", "create", "Field office North")).strip()
+    qr = tmp_path / "qr.png"
+    url = _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet", "--qr", str(qr)))
+    url = url.strip()
+    text = read_qr_png(qr.read_bytes())
+    assert text == settings_payload(url, "Field office North")
+    assert decode_payload(text) == {
+        "general": {"server_url": url, "form_update_mode": "match_exactly"},
+        "admin": {},
+        "project": {"name": "Field office North", "icon": "F", "color": "#8a5a00"},
+    }
 
 
 def test_users_create__generated_password_shown_once(runner, db_session):
@@ -203,3 +222,76 @@ def test_forms_publish__with_attachment__listed_in_manifest(runner, client, tmp_
     manifest = client.get(f"{path}/forms/household/manifest")
     assert b"logo.png" in manifest.data
     assert client.get(f"{path}/forms/household/attachments/logo.png").data == b"\x89PNG fictional"
+
+
+def _api_projects(client, user: str) -> list[int] | int:
+    """The project ids ``user`` sees through the API (or the error status)."""
+    from tests.admin.conftest import HTTPS, PASSWORD, basic
+
+    resp = client.get("/api/v1/projects", base_url=HTTPS, headers=basic(user, PASSWORD))
+    return [p["id"] for p in resp.get_json()] if resp.status_code == 200 else resp.status_code
+
+
+def _password_file(tmp_path: Path) -> str:
+    from tests.admin.conftest import PASSWORD
+
+    path = tmp_path / "pw"
+    path.write_text(PASSWORD + "\n")
+    return str(path)
+
+
+def test_users_grant_revoke__by_email__access_follows_over_http(runner, client, tmp_path):
+    """Should give a manager one project by email (the API then lists that one only), show it
+    in users list, and take it away again."""
+    north = _ok(runner.invoke("projects", "create", "North")).strip()
+    _ok(runner.invoke("projects", "create", "South"))
+    _ok(runner.invoke("users", "create", "ana", "--role", "manager", "--email",
+                      "Ana@Example.org", "--password-file", _password_file(tmp_path)))  # fmt: skip
+    assert _api_projects(client, "ana") == []
+    out = _ok(runner.invoke("users", "grant", "ana@example.org", "--project", north,
+                            "--role", "manager"))  # fmt: skip
+    assert out.split("\t")[:3] == ["ana", "manager", f"project {north}"]
+    assert _api_projects(client, "ana") == [int(north)]
+    listed = _ok(runner.invoke("users", "list"))
+    assert f"ana\tmanager\t{north}:manager" in listed
+    _ok(runner.invoke("users", "grant", "ana", "--project", north, "--role", "viewer"))
+    assert f"ana\tmanager\t{north}:viewer" in _ok(runner.invoke("users", "list"))
+    _ok(runner.invoke("users", "revoke", "ana", "--project", north))
+    assert _api_projects(client, "ana") == []
+    again = runner.invoke("users", "revoke", "ana", "--project", north)
+    assert again.exit_code != 0 and "no role in project" in again.output
+
+
+def test_users_create__with_projects__granted_at_once(runner, client, tmp_path, db_session):
+    """Should create a viewer already holding the projects named with --project."""
+    a = _ok(runner.invoke("projects", "create", "A")).strip()
+    b = _ok(runner.invoke("projects", "create", "B")).strip()
+    _ok(runner.invoke("projects", "create", "C"))
+    out = _ok(runner.invoke("users", "create", "vic", "--project", a, "--project", b,
+                            "--password-file", _password_file(tmp_path)))  # fmt: skip
+    assert f"viewer of project {a}" in out and f"viewer of project {b}" in out
+    assert _api_projects(client, "vic") == [int(a), int(b)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("users", "grant", "nobody", "--project", "1", "--role", "viewer"), "No web user"),
+        (("users", "grant", "root", "--project", "1", "--role", "viewer"), "admin"),
+        (("users", "grant", "ana", "--project", "999", "--role", "viewer"), "does not exist"),
+        (("users", "grant", "ana", "--project", "1", "--role", "admin"), "Invalid value"),
+        (("users", "create", "boss", "--role", "admin", "--project", "1"), "admin"),
+    ],
+)
+def test_users_grant__bad_target__clear_error_nothing_changed(runner, db_session, args, message):
+    """Should refuse unknown users and projects, admins (site-wide already) and non-project
+    roles with a message, and change nothing."""
+    from server.models import ProjectMembership
+
+    _ok(runner.invoke("projects", "create", "P"))
+    _ok(runner.invoke("users", "create", "root", "--role", "admin"))
+    _ok(runner.invoke("users", "create", "ana", "--role", "manager"))
+    result = runner.invoke(*args)
+    assert result.exit_code != 0 and message in result.output
+    assert db_session.scalars(select(ProjectMembership)).all() == []
+    assert db_session.scalar(select(WebUser.id).where(WebUser.username == "boss")) is None

@@ -58,10 +58,13 @@ def field(app: Any, client: Any) -> Field:
 
 
 @pytest.fixture
-def web_user(app: Any) -> tuple[str, str]:
-    """A manager web user (username, password)."""
+def web_user(app: Any, field: Field) -> tuple[str, str]:
+    """A web user who is manager of the field project (username, password)."""
+    from server.models import Project
+    from server.services.access import grant_project_role
+
     with app.extensions["kintsugi.db"].sessionmaker() as session:
-        create_web_user(
+        user = create_web_user(
             session,
             "maria",
             "correct horse battery",
@@ -69,5 +72,6 @@ def web_user(app: Any) -> tuple[str, str]:
             realm=app.config["DIGEST_REALM"],
             method=app.config["PASSWORD_HASH_METHOD"],
         )
+        grant_project_role(session, user, session.get(Project, field.project_id), "manager")
         session.commit()
     return "maria", "correct horse battery"

@@ -28,11 +28,14 @@ def _parse_challenge(value: str) -> dict[str, str]:
     return out
 
 
-def digest_header(challenge: dict[str, str], user: str, password: str, method: str, uri: str):
-    """The Authorization header okhttp-digest would send (MD5, qop=auth)."""
+def digest_header(
+    challenge: dict[str, str], user: str, password: str, method: str, uri: str, nc: int = 1
+):
+    """The Authorization header okhttp-digest would send (MD5, qop=auth): its ``nc`` counts
+    the requests made with one nonce, 1, 2, 3... as ``%08x``."""
     ha1 = _md5(f"{user}:{challenge['realm']}:{password}")
     ha2 = _md5(f"{method}:{uri}")
-    nc, cnonce = "00000001", "0a4f113b"
+    nc, cnonce = f"{nc:08x}", "0a4f113b"
     response = _md5(f"{ha1}:{challenge['nonce']}:{nc}:{cnonce}:auth:{ha2}")
     return (
         f'Digest username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
@@ -96,7 +99,7 @@ def test_web_user__digest__formlist_and_submission(app, client, field, web_user)
     from tests.server.collect import multipart_body
 
     body, ctype = multipart_body(instance())
-    auth = digest_header(ch, user, password, "POST", sub_uri)
+    auth = digest_header(ch, user, password, "POST", sub_uri, nc=2)  # same nonce, next count
     resp = client.post(sub_uri, data=body, headers={"Authorization": auth, "Content-Type": ctype})
     assert resp.status_code == 201
 
@@ -194,12 +197,15 @@ def test_rate_limit__bad_tokens__429(make_app, field):
 
 def test_web_user__viewer__may_list_but_not_submit(app, client, field):
     """Should let a viewer download forms but answer 403 to a submission."""
+    from server.models import Project
+    from server.services.access import grant_project_role
     from server.services.users import create_web_user
     from tests.server.collect import multipart_body
 
     with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_web_user(s, "vera", "viewer password", role="viewer", realm="kintsugi",
-                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        vera = create_web_user(s, "vera", "viewer password", role="viewer", realm="kintsugi",
+                               method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        grant_project_role(s, vera, s.get(Project, field.project_id), "viewer")
         s.commit()
     list_uri = f"/v1/projects/{field.project_id}/formList"
     ch = _parse_challenge(client.get(list_uri).headers["WWW-Authenticate"])
@@ -210,7 +216,7 @@ def test_web_user__viewer__may_list_but_not_submit(app, client, field):
     assert ok.status_code == 200
     sub_uri = f"/v1/projects/{field.project_id}/submission"
     body, ctype = multipart_body(instance())
-    auth = digest_header(ch, "vera", "viewer password", "POST", sub_uri)
+    auth = digest_header(ch, "vera", "viewer password", "POST", sub_uri, nc=2)
     resp = client.post(sub_uri, data=body, headers={"Authorization": auth, "Content-Type": ctype})
     assert resp.status_code == 403
     assert "may not send" in openrosa_message(resp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -64,3 +66,65 @@ def test_migrations__postgres_blobs__stored_external(app, backend):
             )
         ).scalar()
     assert storage == "e"
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path) -> Any:
+    """A new, empty database on this backend (for migrating step by step)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'steps.sqlite3'}"
+        return
+    from tests.conftest import _create_postgres_database
+
+    try:
+        url, drop = _create_postgres_database()
+    except Exception as err:
+        import os
+
+        if os.environ.get("KINTSUGI_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL unreachable ({type(err).__name__})")
+        pytest.skip(f"PostgreSQL unreachable ({type(err).__name__})")
+    try:
+        yield url
+    finally:
+        drop()
+
+
+def test_migration_0005__existing_managers_and_viewers__keep_every_project(empty_database_url):
+    """Should make each existing manager/viewer a member of each existing project with their
+    role (nobody loses access at upgrade) and give admins no rows (they are site-wide)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from server.models import Project, ProjectMembership, WebUser
+
+    url = empty_database_url
+    db.upgrade(url, "0004")
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as s:
+            for name in ("root", "mara", "vic"):
+                role = {"root": "admin", "mara": "manager", "vic": "viewer"}[name]
+                s.add(WebUser(username=name, role=role, password_hash="x"))
+            s.add_all([Project(name="North"), Project(name="South")])
+            s.commit()
+        db.upgrade(url)
+        with Session(engine) as s:
+            rows = s.execute(
+                select(WebUser.username, Project.name, ProjectMembership.role)
+                .join(WebUser, WebUser.id == ProjectMembership.web_user_id)
+                .join(Project, Project.id == ProjectMembership.project_id)
+                .order_by(WebUser.username, Project.name)
+            ).all()
+            created = s.scalars(select(ProjectMembership.created_at)).all()
+        assert [tuple(r) for r in rows] == [
+            ("mara", "North", "manager"),
+            ("mara", "South", "manager"),
+            ("vic", "North", "viewer"),
+            ("vic", "South", "viewer"),
+        ]
+        assert all(c.tzinfo is not None for c in created)
+        db.downgrade(url, "0004")
+        assert db.current_revision(url) == "0004"
+    finally:
+        engine.dispose()
