@@ -231,6 +231,52 @@ class PostgresBlobStore:
             raise NotFoundError("file not found")
         return io.BytesIO(data)
 
+    @staticmethod
+    def insert_cte(count: int, *, when: Any) -> Any:
+        """``INSERT INTO blobs ... SELECT ... WHERE EXISTS (when)`` for ``count`` blobs, as a CTE.
+
+        Lets a caller write its own rows and these blobs in one statement (the blobs are written
+        only if ``when``, e.g. the caller's ``INSERT ... RETURNING`` CTE, returned a row). The
+        values are bind parameters ``blob<i>_<column>``: fill them with :meth:`cte_params`.
+        Build it once per ``count`` and reuse it (SQLAlchemy then compiles it once).
+        """
+        from sqlalchemy import bindparam, exists, literal_column, union_all
+
+        from server.models import Blob
+
+        table = Blob.__table__
+        names = ("key", "data", "size", "sha256", "created_at")
+        rows = union_all(
+            *(
+                select(*(bindparam(f"blob{i}_{n}", type_=table.c[n].type).label(n) for n in names))
+                for i in range(count)
+            )
+        ).subquery("blob_rows")
+        return (
+            insert(table)
+            .from_select(
+                list(names),
+                select(*(rows.c[n] for n in names)).where(
+                    exists(select(literal_column("1")).select_from(when))
+                ),
+            )
+            .cte("blob_insert")
+        )
+
+    @staticmethod
+    def cte_params(items: list[tuple[str, bytes]]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+        """Parameters for :meth:`insert_cte` and ``(size, sha256)`` per item, as ``put_many``."""
+        now = utcnow()
+        params: dict[str, Any] = {}
+        results = []
+        for i, (key, data) in enumerate(items):
+            sha = hashlib.sha256(data).hexdigest()
+            params.update({f"blob{i}_key": check_key(key), f"blob{i}_data": data,
+                           f"blob{i}_size": len(data), f"blob{i}_sha256": sha,
+                           f"blob{i}_created_at": now})  # fmt: skip
+            results.append((len(data), sha))
+        return params, results
+
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """Several blob rows in one query."""
         from server.models import Blob

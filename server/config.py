@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_FAIL_WINDOW": 300,  # ... within this many seconds before 429
     "ACCEPT_CONTENT_LENGTH": 100_000_000,  # X-OpenRosa-Accept-Content-Length (what Collect packs)
     "MAX_SUBMISSION_PARTS": 110,  # Collect sends at most 101 files plus the XML per POST
+    "HOT_CACHE_SECONDS": 2.0,  # token -> app user, form version lookups on uploads (server.hotcache)
     "MAX_XML_BYTES": 10_000_000,  # xml_submission_file part size limit
     "DB_POOL_SIZE": 5,
     # A liveness ping costs one round trip per request; without it, the first request on a
@@ -73,6 +74,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_AUTH_FAIL_WINDOW": ("AUTH_FAIL_WINDOW", int),
     "KINTSUGI_ACCEPT_CONTENT_LENGTH": ("ACCEPT_CONTENT_LENGTH", int),
     "KINTSUGI_MAX_SUBMISSION_PARTS": ("MAX_SUBMISSION_PARTS", int),
+    "KINTSUGI_HOT_CACHE_SECONDS": ("HOT_CACHE_SECONDS", float),
     "KINTSUGI_DB_POOL_SIZE": ("DB_POOL_SIZE", int),
     "KINTSUGI_DB_PRE_PING": ("DB_PRE_PING", _bool),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),

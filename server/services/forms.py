@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from server import hotcache
 from server.blobs import BlobStore, new_key
 from server.compat import fingerprint_of_b64
 from server.errors import NotFoundError, PublishError
@@ -235,6 +236,7 @@ def set_form_state(session: Session, form: Form, state: str, *, actor: str = "cl
     FormState(state)  # validates
     form.state = state
     audit.record(session, actor, "form.state", f"form:{form.id}", state=state)
+    hotcache.invalidate_on_commit(session)
 
 
 def visible_forms(session: Session, project: Project, app_user: AppUser | None) -> list[Form]:

@@ -24,7 +24,9 @@ POSTs at once produce one row: the unique index decides and the loser retries as
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import hotcache
 from server.blobs import BlobStore, new_key, put_many
 from server.compat import is_encrypted_envelope, parse_submission
 from server.db import utcnow
@@ -155,8 +158,83 @@ def receive_submission(
     return write_submission(session, store, prepare_submission(session, store, project_id, upload))
 
 
+def ingest_on_autocommit(session: Session) -> None:
+    """Call first thing in an upload request: on PostgreSQL, run its reads and its one write
+    statement (:func:`write_in_one_statement`) without BEGIN/COMMIT round trips.
+
+    The single write statement is atomic by itself and, with ``synchronous_commit`` on (the
+    default), returns only once its WAL is flushed: the same durability as a COMMIT. Anything
+    needing several writes (a merge, a quarantine) runs after :func:`store_upload` released
+    this connection, in an ordinary transaction on the next one.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def store_upload(
+    session: Session,
+    store: BlobStore,
+    project_id: int,
+    upload: Upload,
+    *,
+    lock: AbstractContextManager[Any] | None = None,
+    cache_seconds: float = 0,
+) -> Receipt:
+    """Check and durably store an upload: committed when this returns (then answer 201).
+
+    One statement on PostgreSQL for a new submission; otherwise insert-or-merge in a
+    transaction under ``lock`` (``server.db.write_lock``: SQLite's one writer). Two identical
+    POSTs at once: the loser of the unique (form, instanceID) race retries as a merge.
+
+    :raises RejectedUploadError: refused; when ``quarantine`` is set, the raw XML was kept
+    """
+    for attempt in (1, 2):
+        try:
+            # checks and (local) blob fsyncs happen outside the SQLite writer lock
+            prepared = prepare_submission(
+                session, store, project_id, upload, cache_seconds=cache_seconds
+            )
+            if attempt == 1 and _one_statement_applies(session, store, prepared):
+                new_id = write_in_one_statement(session, store, prepared)
+                session.commit()  # on an autocommit connection: nothing left to send
+                if new_id is not None:
+                    return Receipt(new_id, created=True, complete=prepared.values["complete"])
+            else:
+                # Release the connection the reads used (it may be in autocommit, see
+                # ingest_on_autocommit): the writes below must share one transaction.
+                session.commit()
+            with lock or nullcontext():
+                receipt = write_submission(session, store, prepared)
+                session.commit()
+            return receipt
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+        except RejectedUploadError as err:
+            session.rollback()
+            if err.quarantine:
+                quarantine_upload(session, store, project_id, upload, err.message)
+                session.commit()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _one_statement_applies(session: Session, store: BlobStore, prepared: Prepared) -> bool:
+    return (
+        prepared.written is None
+        and getattr(store, "insert_cte", None) is not None
+        and session.get_bind().dialect.name == "postgresql"
+    )
+
+
 def prepare_submission(
-    session: Session, store: BlobStore, project_id: int, upload: Upload
+    session: Session,
+    store: BlobStore,
+    project_id: int,
+    upload: Upload,
+    *,
+    cache_seconds: float = 0,
 ) -> Prepared:
     """Parse and check the upload (reads only); on a non-transactional store (local files)
     also write and fsync its blobs now, so the database write that follows is short."""
@@ -168,10 +246,14 @@ def prepare_submission(
         raise RejectedUploadError(str(err), quarantine=True) from err
 
     version_str = (parsed.version or "").strip()
-    row = session.execute(
-        _FORM_AND_VERSION,
-        {"project_id": project_id, "xml_form_id": parsed.form_id, "version": version_str},
-    ).first()
+    params = {"project_id": project_id, "xml_form_id": parsed.form_id, "version": version_str}
+    row = hotcache.cached(
+        session,
+        ("form_version", project_id, parsed.form_id, version_str),
+        cache_seconds,
+        lambda: session.execute(_FORM_AND_VERSION, params).first(),
+        keep=lambda r: r is not None and r[3] is not None,  # a published version only
+    )
     if row is None:
         raise RejectedUploadError(
             f"The form '{parsed.form_id}' is not on this server. Ask your supervisor to publish "
@@ -280,6 +362,11 @@ def write_submission(session: Session, store: BlobStore, prepared: Prepared) -> 
         return _merge(session, store, existing, prepared)
 
     results = prepared.written or put_many(store, prepared.items)
+    _insert_attachments(session, submission_id, prepared, results)
+    return Receipt(submission_id=submission_id, created=True, complete=values["complete"])
+
+
+def _attachment_rows(prepared: Prepared, results: list[tuple[int, str]]) -> list[dict[str, Any]]:
     stored = {
         name: (prepared.part_keys[name], *res)
         for name, res in zip(prepared.kept, results[1:], strict=True)
@@ -289,7 +376,6 @@ def write_submission(session: Session, store: BlobStore, prepared: Prepared) -> 
         key, size, sha = stored.get(name, (None, None, None))
         rows.append(
             {
-                "submission_id": submission_id,
                 "name": name,
                 "position": position,
                 "present": key is not None,
@@ -298,9 +384,82 @@ def write_submission(session: Session, store: BlobStore, prepared: Prepared) -> 
                 "sha256": sha,
             }
         )
+    return rows
+
+
+def _insert_attachments(
+    session: Session, submission_id: int, prepared: Prepared, results: list[tuple[int, str]]
+) -> None:
+    rows = _attachment_rows(prepared, results)
     if rows:
-        session.execute(_INSERT_ATTACHMENTS, rows)
-    return Receipt(submission_id=submission_id, created=True, complete=values["complete"])
+        session.execute(_INSERT_ATTACHMENTS, [{"submission_id": submission_id, **r} for r in rows])
+
+
+def write_in_one_statement(session: Session, store: Any, prepared: Prepared) -> int | None:
+    """PostgreSQL: the submission row, its blobs and attachment rows in ONE statement.
+
+    ``INSERT submission ... ON CONFLICT DO NOTHING RETURNING id`` as a CTE, with the blob and
+    attachment inserts as CTEs that only write when it returned a row. One statement is atomic
+    on its own, so on an autocommit connection this is also the commit (one round trip and one
+    WAL flush for the whole upload). Returns the new id, or None when the (form, instanceID)
+    row exists already (the caller then merges in a transaction). Needs a transactional
+    :class:`server.blobs.PostgresBlobStore` (``insert_cte``).
+    """
+    blob_params, results = store.cte_params(prepared.items)
+    rows = _attachment_rows(prepared, results)
+    now = utcnow()
+    params = {f"sub_{k}": v for k, v in prepared.values.items()}
+    params.update(sub_received_at=now, sub_updated_at=now, **blob_params)
+    for i, row in enumerate(rows):
+        params.update({f"att{i}_{k}": v for k, v in row.items()})
+    stmt = _one_statement(
+        store.insert_cte, tuple(sorted(prepared.values)), len(prepared.items), len(rows)
+    )
+    return session.execute(stmt, params).scalar()
+
+
+@functools.lru_cache(maxsize=64)
+def _one_statement(blob_cte: Any, columns: tuple[str, ...], blobs: int, attachments: int) -> Any:
+    """The statement of :func:`write_in_one_statement` for one shape, built once."""
+    from sqlalchemy import cast, literal_column, union_all
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    sub_t, att_t = Submission.__table__, SubmissionAttachment.__table__
+    new_row = (
+        pg_insert(sub_t)
+        .values(
+            {
+                c: bindparam(f"sub_{c}", type_=sub_t.c[c].type)
+                for c in (*columns, "received_at", "updated_at")
+            }
+        )
+        .on_conflict_do_nothing(index_elements=["form_id", "instance_id"])
+        .returning(sub_t.c.id)
+        .cte("new_submission")
+    )
+    stmt = select(new_row.c.id).add_cte(blob_cte(blobs, when=new_row))
+    if attachments:
+        names = ("name", "position", "present", "blob_key", "size", "sha256")
+        rows = union_all(
+            *(
+                select(
+                    # cast: a parameter holding NULL would otherwise reach PostgreSQL untyped
+                    *(cast(bindparam(f"att{i}_{n}"), att_t.c[n].type).label(n) for n in names)
+                )
+                for i in range(attachments)
+            )
+        ).subquery("att_rows")
+        stmt = stmt.add_cte(
+            insert(att_t)
+            .from_select(
+                ["submission_id", *names],
+                select(new_row.c.id, *(rows.c[n] for n in names)).select_from(
+                    new_row.join(rows, literal_column("true"))
+                ),
+            )
+            .cte("attachment_insert")
+        )
+    return stmt
 
 
 def _insert_submission(session: Session, **values: Any) -> int | None:

@@ -7,6 +7,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server import hotcache
 from server.auth import generate_token, hash_token, set_password
 from server.db import utcnow
 from server.errors import NotFoundError, ProjectError
@@ -46,6 +47,7 @@ def revoke_app_user(session: Session, user_id: int, *, actor: str = "cli") -> Ap
     if user.revoked_at is None:
         user.revoked_at = utcnow()
         audit.record(session, actor, "app_user.revoke", f"app_user:{user.id}")
+        hotcache.invalidate_on_commit(session)
     return user
 
 

@@ -15,7 +15,6 @@ from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.exc import IntegrityError
 
 from server.auth import (
     Credentials,
@@ -41,12 +40,10 @@ from server.services import entities as entity_service
 from server.services import forms as form_service
 from server.services.projects import get_project
 from server.services.submissions import (
-    RejectedUploadError,
     Upload,
     check_part_name,
-    prepare_submission,
-    quarantine_upload,
-    write_submission,
+    ingest_on_autocommit,
+    store_upload,
 )
 from sync_protocol.openrosa import (
     OPENROSA_HEADERS,
@@ -337,7 +334,9 @@ def _submitter(
         caller = _caller(project_id, token, submit=True)
         return None, None, caller.web_user.id if caller.web_user else None
     try:
-        ref = find_app_user_ref(get_session(), token, project_id)
+        ref = find_app_user_ref(
+            get_session(), token, project_id, cache_seconds=current_app.config["HOT_CACHE_SECONDS"]
+        )
     except AuthError:
         _remember_failure(None)
         check_rate_limit(get_session(), current_app.config, _client_ip())
@@ -383,6 +382,7 @@ def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], bool]:
 @_route("/submission", methods=["POST"])
 def submission(project_id: int, token: str | None = None) -> Response:
     """Receive a submission (§6.2): 201 only after blobs are fsynced and the row committed."""
+    ingest_on_autocommit(get_session())
     app_user_id, forms, web_user_id = _submitter(project_id, token)
     cfg = current_app.config
     if request.mimetype != "multipart/form-data":
@@ -406,25 +406,14 @@ def submission(project_id: int, token: str | None = None) -> Response:
     )
     session = get_session()
     store = make_blob_store(cfg, session)
-    for attempt in (1, 2):
-        try:
-            # checks and (local) blob fsyncs happen outside the SQLite writer lock
-            prepared = prepare_submission(session, store, project_id, upload)
-            with write_lock(current_app):
-                receipt = write_submission(session, store, prepared)
-                session.commit()
-            break
-        except IntegrityError:
-            # A concurrent identical POST won the unique (form, instanceID) race: retry as a merge.
-            session.rollback()
-            if attempt == 2:
-                raise
-        except RejectedUploadError as err:
-            session.rollback()
-            if err.quarantine:
-                quarantine_upload(session, store, project_id, upload, err.message)
-                session.commit()
-            raise
+    receipt = store_upload(
+        session,
+        store,
+        project_id,
+        upload,
+        lock=write_lock(current_app),
+        cache_seconds=cfg["HOT_CACHE_SECONDS"],
+    )
     message = (
         "Submission received."
         if receipt.complete or not upload.incomplete

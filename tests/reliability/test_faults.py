@@ -181,7 +181,7 @@ class _DiskFills:
         return self.real.put(key, Reader())
 
     def __getattr__(self, name: str) -> Any:
-        if name == "put_many":
+        if name in {"put_many", "insert_cte"}:
             raise AttributeError(name)  # force blob-by-blob writes through put()
         return getattr(self.real, name)
 
