@@ -857,10 +857,10 @@ def member_put(db: Session, user: WebUser, project_id: int, user_id: int) -> Res
     project = get_project(db, project_id)
     target = _web_user(db, user_id)
     data = body(ProjectRoleSchema)
-    access.grant_project_role(db, target, project, data["role"], actor=actor(user))
+    row = access.grant_project_role(db, target, project, data["role"], actor=actor(user))
     db.commit()
-    (row,) = [m for m in access.user_memberships(db, target.id) if m.project_id == project.id]
-    return dump(MembershipSchema, row)
+    out = access.Membership(project.id, project.name, target.id, target.username, row.role)
+    return dump(MembershipSchema, out)
 
 
 @api(
