@@ -37,7 +37,15 @@ class Case(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "case_code"),
         Index("ix_cases_project_status", "project_id", "status"),
-        Index("ix_cases_project_next_due", "project_id", "next_due"),
+        # the caseload's order (next_due NULLS LAST, case_code) straight from the index
+        Index("ix_cases_project_due_code", "project_id", "next_due", "case_code"),
+        # substring search on PostgreSQL (pg_trgm; migration 0006 skips it where unavailable)
+        Index(
+            "ix_cases_case_code_trgm",
+            "case_code",
+            postgresql_using="gin",
+            postgresql_ops={"case_code": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

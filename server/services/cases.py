@@ -192,7 +192,8 @@ def list_cases(
     if closure_ready:
         conds.append(Case.closure_ready.is_(True))
     if q:
-        conds.append(Case.case_code.ilike(f"%{q}%"))
+        pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append(Case.case_code.ilike(f"%{pattern}%", escape="\\"))
     if due == "overdue":
         conds += [Case.status == CaseStatus.OPEN, Case.next_due < today]
     elif due == "due":
@@ -201,7 +202,7 @@ def list_cases(
     rows = session.scalars(
         select(Case)
         .where(*conds)
-        .order_by(Case.next_due.is_(None), Case.next_due, Case.case_code)
+        .order_by(Case.next_due.asc().nulls_last(), Case.case_code)
         .limit(limit)
         .offset(offset)
     )

@@ -24,8 +24,19 @@ def _head() -> str:
 def test_migrations__upgraded_database__matches_models(app):
     """Should leave no difference between the migrated schema and the ORM models."""
     engine = app.extensions["kintsugi.db"].engine
+
+    def include_object(obj: Any, name: str, type_: str, reflected: bool, compare_to: Any) -> bool:
+        # an index of a PostgreSQL-only kind (GIN trigram) exists on PostgreSQL only
+        return not (
+            type_ == "index"
+            and not reflected
+            and obj.dialect_kwargs.get("postgresql_using")
+            and engine.dialect.name != "postgresql"
+        )
+
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        diff = compare_metadata(context, Base.metadata)
     assert diff == []
 
 
