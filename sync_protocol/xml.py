@@ -51,6 +51,27 @@ def _ref_value(body: bytes) -> int:
     return int(body[1:], 16) if body[:1] in (b"x", b"X") else int(body)
 
 
+_DTD_MARKUP = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_UTF8 = {b"utf-8", b"utf8", b"us-ascii", b"ascii"}
+
+
+def _plainly_without_dtd(data: bytes) -> bool:
+    """True when ``data`` is UTF-8 (or ASCII) and holds no DTD markup.
+
+    Entities can only be declared inside a DOCTYPE. In UTF-8 ``<!DOCTYPE`` and ``<!ENTITY``
+    can only appear as those very bytes, so their absence proves the document has no DTD.
+    Anything else (another declared encoding, a NUL byte or UTF-16 byte-order mark, DTD
+    markup anywhere, even in a comment) goes to defusedxml.
+    """
+    if b"\x00" in data or data.startswith((b"\xfe\xff", b"\xff\xfe")):
+        return False
+    declared = _DECLARED_ENCODING.match(data.lstrip(b"\xef\xbb\xbf"))
+    if declared is not None and declared.group(1).lower() not in _UTF8:
+        return False
+    return _DTD_MARKUP.search(data) is None
+
+
 def parse_xml(data: bytes) -> ET.Element:
     """Parse ``data`` with DTDs, entities and external references forbidden.
 
@@ -65,6 +86,11 @@ def parse_xml(data: bytes) -> ET.Element:
     if b"&#" in data:
         data = _join_surrogate_refs(data)
     try:
+        if _plainly_without_dtd(data):
+            # No DTD can hide in these bytes, so there is nothing to declare an entity with
+            # and nothing external to fetch: the C parser is safe here and 2-3x faster than
+            # defusedxml, which must use the pure-Python tree builder to watch every event.
+            return ET.fromstring(data)  # noqa: S314 - no DTD: _plainly_without_dtd
         return SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as err:
         raise UnsafeXMLError(
