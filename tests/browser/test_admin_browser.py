@@ -25,14 +25,26 @@ def instrument_labels() -> list[str]:
 
 def click_and_wait(browser: Any, element: Any) -> None:
     """Click something that loads a new page and wait until the old page is gone."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
     element.click()
+
+    def old_page_gone(_driver: Any) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as err:  # ChromeDriver's other way of saying "stale"
+            if "does not belong to the document" in str(err):
+                return True
+            raise
+        return False
+
     wait = WebDriverWait(browser, 10)
-    wait.until(ec.staleness_of(old))
+    wait.until(old_page_gone)
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
