@@ -180,6 +180,21 @@ def _insert_blob() -> Any:
     return _INSERT_BLOB[0]
 
 
+def _blob_rows(items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """``blobs`` table rows (key checked, size, sha256) for ``(key, bytes)`` items."""
+    now = utcnow()
+    return [
+        {
+            "key": check_key(key),
+            "data": data,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "created_at": now,
+        }
+        for key, data in items
+    ]
+
+
 class PostgresBlobStore:
     """Blobs as rows of the ``blobs`` table, in the caller's transaction."""
 
@@ -206,17 +221,7 @@ class PostgresBlobStore:
     def put_many(self, items: list[tuple[str, bytes]]) -> list[tuple[int, str]]:
         """Insert several blob rows in one statement (executemany)."""
 
-        now = utcnow()
-        rows = [
-            {
-                "key": check_key(key),
-                "data": data,
-                "size": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "created_at": now,
-            }
-            for key, data in items
-        ]
+        rows = _blob_rows(items)
         if rows:
             with self.session.no_autoflush:
                 self.session.execute(_insert_blob(), rows)
@@ -266,16 +271,9 @@ class PostgresBlobStore:
     @staticmethod
     def cte_params(items: list[tuple[str, bytes]]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
         """Parameters for :meth:`insert_cte` and ``(size, sha256)`` per item, as ``put_many``."""
-        now = utcnow()
-        params: dict[str, Any] = {}
-        results = []
-        for i, (key, data) in enumerate(items):
-            sha = hashlib.sha256(data).hexdigest()
-            params.update({f"blob{i}_key": check_key(key), f"blob{i}_data": data,
-                           f"blob{i}_size": len(data), f"blob{i}_sha256": sha,
-                           f"blob{i}_created_at": now})  # fmt: skip
-            results.append((len(data), sha))
-        return params, results
+        rows = _blob_rows(items)
+        params = {f"blob{i}_{k}": v for i, row in enumerate(rows) for k, v in row.items()}
+        return params, [(r["size"], r["sha256"]) for r in rows]
 
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """Several blob rows in one query."""

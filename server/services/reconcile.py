@@ -221,25 +221,22 @@ def adopt_waiting_orphans(session: Session, project_id: int) -> int:
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Assessment)
-    linked: dict[int, Case] = {}
+    linked: dict[int, tuple[Assessment, Case]] = {}
     for orphan, case in session.execute(stmt):
-        if orphan.state != AssessmentState.ORPHAN:
-            continue  # matched two cases (by uuid and by code): the first one wins
-        orphan.case_id, orphan.state = case.id, AssessmentState.ACTIVE
-        linked[orphan.id] = case
+        linked.setdefault(orphan.id, (orphan, case))  # two matches (uuid, code): first wins
     if not linked:
         return 0
-    now = dt.datetime.now(dt.UTC)
-    for item in session.scalars(
-        select(ReviewItem).where(
-            ReviewItem.kind == "orphan",
-            ReviewItem.assessment_id.in_(linked),
-            ReviewItem.resolved_at.is_(None),
+    items = {
+        item.assessment_id: item
+        for item in session.scalars(
+            select(ReviewItem).where(
+                ReviewItem.kind == "orphan", ReviewItem.assessment_id.in_(linked)
+            )
         )
-    ):
-        item.resolved_at, item.resolution, item.resolved_by = now, "auto_linked", "worker"
-        item.case_id = linked[item.assessment_id].id
-    for case in {c.id: c for c in linked.values()}.values():
+    }
+    for orphan, case in linked.values():
+        _link_orphan(orphan, case, items.get(orphan.id))
+    for case in {c.id: c for _, c in linked.values()}.values():
         refresh_case(session, case)
     return len(linked)
 
@@ -818,16 +815,20 @@ def _adopt_orphans(batch: _Batch, case: Case) -> None:
         ):
             keep.append(orphan)
             continue
-        orphan.case = case
-        orphan.state = AssessmentState.ACTIVE
+        _link_orphan(orphan, case, batch.orphan_items.get(orphan))
         batch.active[case].append(orphan)
-        item = batch.orphan_items.get(orphan)
-        if item is not None and item.resolved_at is None:
-            item.resolved_at = dt.datetime.now(dt.UTC)
-            item.resolution = "auto_linked"
-            item.resolved_by = "worker"
-            item.case = case
     batch.orphans = keep
+
+
+def _link_orphan(orphan: Assessment, case: Case, item: ReviewItem | None) -> None:
+    """An orphan joins its case; its open review item is resolved as linked by the worker."""
+    orphan.case = case
+    orphan.state = AssessmentState.ACTIVE
+    if item is not None and item.resolved_at is None:
+        item.resolved_at = dt.datetime.now(dt.UTC)
+        item.resolution = "auto_linked"
+        item.resolved_by = "worker"
+        item.case = case
 
 
 def _ordered(rows: list[Assessment], seq: dict[Assessment, int]) -> list[Assessment]:
