@@ -167,6 +167,8 @@ def reset(app) -> None:
 
     with app.extensions["kintsugi.db"].engine.begin() as conn:
         conn.execute(text("TRUNCATE review_items, assessments, cases RESTART IDENTITY CASCADE"))
+        conn.execute(text("DELETE FROM entity_backlog"))
+        conn.execute(text("DELETE FROM entity_versions"))
         conn.execute(text("DELETE FROM entities"))
         conn.execute(text("UPDATE submissions SET status = 'pending_decryption' WHERE encrypted"))
 

@@ -319,6 +319,70 @@ class Entity(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     deleted_at: Mapped[dt.datetime | None] = mapped_column()
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: Central's conflict state: None, "soft" (parallel update) or "hard" (the same property
+    #: changed on both sides); only an admin's "mark as resolved" clears it
+    conflict: Mapped[str | None] = mapped_column(String(8))
+
+
+class EntityVersion(Base):
+    """One version of an entity, as Central keeps them (``entity_defs``).
+
+    ``data`` is what the list served at this version; ``data_received`` what the submission
+    that made it sent (None for versions the server made). ``branch_id``/``trunk_version``/
+    ``branch_base_version`` record the device's offline branch so its later updates find their
+    base (openrosa.md §11.5).
+    """
+
+    __tablename__ = "entity_versions"
+    __table_args__ = (
+        UniqueConstraint("entity_id", "version"),
+        Index("ix_entity_versions_branch", "entity_id", "branch_id", "branch_base_version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data_received: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    base_version: Mapped[int | None] = mapped_column(Integer)
+    trunk_version: Mapped[int | None] = mapped_column(Integer)
+    branch_id: Mapped[str | None] = mapped_column(String(36))
+    branch_base_version: Mapped[int | None] = mapped_column(Integer)
+    conflict: Mapped[str | None] = mapped_column(String(8))  # the entity's state after it
+    conflicting_properties: Mapped[list[str] | None] = mapped_column(JSON)
+    #: "submission", "server" (recomputed or changed by an admin) or "forced" (a held update
+    #: applied against the latest version after waiting too long for its predecessor)
+    source: Mapped[str] = mapped_column(String(16), default="server")
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    entity: Mapped[Entity] = relationship()
+
+
+class EntityBacklog(Base):
+    """An offline update held until its predecessor in the device's branch arrives.
+
+    Central's ``entity_submission_backlog``: the update is applied when the version it was
+    based on exists, or against the latest version after ``ENTITY_BACKLOG_DAYS``. Only the
+    entity side waits: the assessment itself is in its case at once.
+    """
+
+    __tablename__ = "entity_backlog"
+    __table_args__ = (Index("ix_entity_backlog_branch", "project_id", "entity_uuid", "branch_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), unique=True)
+    entity_uuid: Mapped[str] = mapped_column(String(36))
+    branch_id: Mapped[str | None] = mapped_column(String(36))
+    #: the device's ``baseVersion`` (Central's ``branchBaseVersion`` of the held row)
+    branch_base_version: Mapped[int] = mapped_column(Integer)
+    trunk_version: Mapped[int | None] = mapped_column(Integer)
+    create: Mapped[bool] = mapped_column(Boolean, default=False)
+    label: Mapped[str | None] = mapped_column(Text)
+    data_received: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    held_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AuditLog(Base):

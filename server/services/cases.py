@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
 from server.errors import NotFoundError, ServerError
-from server.models import Form, FormVersion, Submission
+from server.models import Entity, Form, FormVersion, Submission
 from server.models_cases import Assessment as AssessmentRow
 from server.models_cases import AssessmentState, Case, CaseStatus
 from server.models_cases import ReviewItem as ReviewRow
@@ -43,10 +43,18 @@ __all__ = [
 
 #: cells of the impact aggregates with fewer survivors than this are suppressed
 MIN_CELL = 5
-QUEUES = ("orphans", "conflicts", "score_mismatches", "quarantined", "plaintext_for_encrypted_form")
+QUEUES = (
+    "orphans",
+    "conflicts",
+    "entity_conflicts",
+    "score_mismatches",
+    "quarantined",
+    "plaintext_for_encrypted_form",
+)
 _KIND_TO_QUEUE = {
     "orphan": "orphans",
     "conflict": "conflicts",
+    "entity_conflict": "entity_conflicts",
     "score_mismatch": "score_mismatches",
     "quarantined": "quarantined",
     "plaintext_for_encrypted_form": "plaintext_for_encrypted_form",
@@ -283,8 +291,9 @@ def resolve_review_item(
 
     Actions: ``link`` (orphan -> existing ``case_id``), ``create_case`` (orphan -> a new case
     from its case code), ``keep`` (conflict: keep this assessment, supersede the other one),
-    ``discard`` (conflict: keep the other one), ``dismiss`` (acknowledge: mismatch,
-    quarantined, plaintext).
+    ``discard`` (conflict: keep the other one), ``resolve`` (entity conflict: Central's "mark
+    as resolved": clears the case entity's conflict and every open conflict item of the case),
+    ``dismiss`` (acknowledge: mismatch, quarantined, plaintext).
     """
     from server.services.reconcile import refresh_case
 
@@ -344,6 +353,9 @@ def resolve_review_item(
             assessment.state = AssessmentState.SUPERSEDED
             assessment.superseded_by_id = other.id if other is not None else None
         refresh_case(session, session.get(Case, assessment.case_id))
+    elif item.kind == "entity_conflict" and action in ("resolve", "dismiss"):
+        action = "resolve"
+        _resolve_entity_conflict(session, item, actor)
     elif action != "dismiss":
         raise ServerError(f"'{action}' does not apply to a {item.kind} item.", http_status=400)
     item.resolved_at = dt.datetime.now(dt.UTC)
@@ -352,6 +364,36 @@ def resolve_review_item(
     audit.record(
         session, actor, "review.resolve", f"review:{item.id}", kind=item.kind, resolution=action
     )
+
+
+def _resolve_entity_conflict(session: Session, item: ReviewRow, actor: str) -> None:
+    """Clear the case entity's conflict (Central: the entity stays at its version; its
+    ``updated_at`` moves so the list's hash changes) and the case's other open conflict items."""
+    case = session.get(Case, item.case_id) if item.case_id else None
+    if case is None:
+        return
+    entity = session.scalar(
+        select(Entity).where(
+            Entity.project_id == case.project_id,
+            Entity.dataset == "cases",
+            Entity.uuid == case.entity_uuid,
+        )
+    )
+    now = dt.datetime.now(dt.UTC)
+    if entity is not None and entity.conflict is not None:
+        entity.conflict = None
+        entity.updated_at = now
+        audit.record(session, actor, "entity.update.resolve", f"entity:{entity.uuid}")
+    case.flags = [f for f in case.flags or [] if f != "entity_conflict"]
+    for other in session.scalars(
+        select(ReviewRow).where(
+            ReviewRow.case_id == case.id,
+            ReviewRow.kind == "entity_conflict",
+            ReviewRow.resolved_at.is_(None),
+            ReviewRow.id != item.id,
+        )
+    ):
+        other.resolved_at, other.resolution, other.resolved_by = now, "resolve", actor
 
 
 def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -> Aggregates:

@@ -136,16 +136,20 @@ def seed_demo(
         case = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         intake = today - dt.timedelta(days=rng.randint(40, 1000))
         level = rng.uniform(1.2, 2.2)
+        branch, visit = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 1
         for point, offset in STEPS:
             date = intake + dt.timedelta(days=offset)
             if date > today or (point == "closure" and level < 2.8):
                 break
             if n % 4 == 1 and point != "intake":
                 break  # the follow-up never happened: this case is overdue
+            # one device per case, one offline branch (openrosa.md §11.4): the intake is
+            # version 1 on the device, each follow-up is based on the one before it
             entity = {"dataset": "cases", "id": case, "create": "1" if point == "intake" else "0",
-                      "update": "0" if point == "intake" else "1", "label": code}  # fmt: skip
-            if point != "intake":
-                entity["baseVersion"] = "1"
+                      "update": "0" if point == "intake" else "1", "label": code,
+                      "baseVersion": "" if point == "intake" else str(visit), "trunkVersion": "",
+                      "branchId": branch}  # fmt: skip
+            visit += 1
             send(
                 report,
                 key_b64,
@@ -158,7 +162,9 @@ def seed_demo(
             )
             level = min(4.0, level + rng.uniform(0.3, 0.9))
             if n % 12 == 0 and point == "six_month":
-                # a second, different 6-month assessment of the same day: a conflict to review
+                # a second, different 6-month assessment of the same day, from another device
+                # that had the case list at version 1: a conflict, and a parallel update
+                other = str(uuid.UUID(int=rng.getrandbits(128), version=4))
                 send(
                     report,
                     key_b64,
@@ -167,7 +173,7 @@ def seed_demo(
                     date=date,
                     case=case,
                     level=1.5,
-                    entity=entity,
+                    entity=entity | {"baseVersion": "1", "trunkVersion": "1", "branchId": other},
                 )
     # one follow-up for a case nobody registered: an orphan to review
     report, key_b64 = forms[0]

@@ -13,7 +13,9 @@ For each claimed submission (encrypted ``pending_decryption``, or a complete pla
    earlier assessment and keep it as history; two different assessments of one case for the same
    collection point and date are a conflict for review; a follow-up for an unknown case is an
    orphan for review; the case state is recomputed from assessments ordered by assessment date;
-5. update the ``cases`` entity list served to devices (a new version whenever the case changes).
+5. update the ``cases`` entity list served to devices with Central's version and conflict model
+   (:mod:`server.services.entity_versions`): offline updates find their base in their branch,
+   wait for a predecessor that has not arrived, and parallel updates are flagged as conflicts.
 
 Claiming is safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``); on SQLite one
 worker runs at a time (SQLite serialises writers). Every write for one submission happens in
@@ -39,9 +41,23 @@ from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
 from server.blobs import make_blob_store, read_all, read_many
 from server.errors import CustodyError, KeyLockedError, UnusableSubmissionError
-from server.models import Entity, Form, FormVersion, Submission, SubmissionAttachment
+from server.models import (
+    Entity,
+    EntityBacklog,
+    EntityVersion,
+    Form,
+    FormVersion,
+    Submission,
+    SubmissionAttachment,
+)
 from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
 from server.services import audit, custody
+from server.services.entity_versions import (
+    EntityBook,
+    EntityUpdate,
+    case_properties,
+    received_properties,
+)
 from sync_protocol.crypto import SignatureStatus, decrypt_submission
 from sync_protocol.envelope import EncryptedEnvelope, PlainInstance, parse_submission
 from sync_protocol.errors import ProtocolError
@@ -63,6 +79,8 @@ RECONCILED = "reconciled"  # a plaintext submission that has been processed
 QUARANTINED = "quarantined"
 SCORE_TOLERANCE = 0.005
 SIX_MONTHS = dt.timedelta(days=182)
+#: days an offline update waits for its predecessor before it is applied anyway (Central: 5)
+BACKLOG_DAYS = 5
 ONE_YEAR = dt.timedelta(days=365)
 
 
@@ -78,6 +96,8 @@ class ReconcileResult:
     mismatches: int = 0
     skipped_locked: int = 0
     adopted: int = 0  # orphans of earlier runs linked to a case that exists now
+    entity_conflicts: int = 0  # offline updates of the case list flagged soft or hard
+    entity_held: int = 0  # offline updates waiting for their predecessor in the branch
     details: list[str] = field(default_factory=list)
 
     def add(self, other: ReconcileResult) -> None:
@@ -90,6 +110,8 @@ class ReconcileResult:
             "mismatches",
             "skipped_locked",
             "adopted",
+            "entity_conflicts",
+            "entity_held",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -195,7 +217,48 @@ def reconcile_pending(
         with write_lock or nullcontext(), session_factory() as session:
             total.adopted += adopt_waiting_orphans(session, project_id)
             session.commit()
+    days = float(config.get("ENTITY_BACKLOG_DAYS", BACKLOG_DAYS))
+    with write_lock or nullcontext(), session_factory() as session:
+        force_held_entity_updates(
+            session, project_id, older_than=dt.timedelta(days=days), actor=actor
+        )
+        session.commit()
     return total
+
+
+def force_held_entity_updates(
+    session: Session, project_id: int, *, older_than: dt.timedelta, actor: str = "worker"
+) -> int:
+    """Apply held offline updates that waited longer than ``older_than`` for their predecessor.
+
+    Central's forced backlog processing: such an update is applied against the latest version
+    (and flagged as a conflict where the case changed meanwhile), branch by branch in the
+    device's order. Returns how many were forced.
+    """
+    cutoff = dt.datetime.now(dt.UTC) - older_than
+    stmt = (
+        select(EntityBacklog)
+        .where(EntityBacklog.project_id == project_id, EntityBacklog.held_at < cutoff)
+        .order_by(EntityBacklog.branch_id, EntityBacklog.branch_base_version, EntityBacklog.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = list(session.scalars(stmt))
+    for row in rows:
+        if row in session.deleted or inspect(row).deleted or inspect(row).detached:
+            continue  # applied as the successor of one forced before it
+        case = session.scalar(
+            select(Case).where(Case.project_id == project_id, Case.entity_uuid == row.entity_uuid)
+        )
+        if case is None:
+            book = EntityBook(session, project_id)
+            book.load({row.entity_uuid})
+            book.release_forced(None, row, {})
+            audit.record_many(session, actor, book.audit)
+            continue
+        refresh_case(session, case, forced=row, actor=actor)
+    session.flush()
+    return len(rows)
 
 
 def adopt_waiting_orphans(session: Session, project_id: int) -> int:
@@ -461,7 +524,7 @@ class _Batch:
         self.active: dict[Case, list[Assessment]] = {}
         self.orphans: list[Assessment] = []
         self.orphan_items: dict[Assessment, ReviewItem] = {}
-        self.entities: dict[str, Entity] = {}
+        self.book = EntityBook(session, project_id)
         self.form_version: dict[int, int] = {}  # submission id -> form version id
         self.seq: dict[Assessment, int] = {}  # arrival order of the batch's new assessments
         self.links: list[tuple[Assessment, Assessment]] = []  # (superseded, by), ids after flush
@@ -536,15 +599,7 @@ class _Batch:
                     )
                 ):
                     self.orphan_items[by_id[item.assessment_id]] = item
-        entity_uuids = uuids | {c.entity_uuid for c in cases if c.entity_uuid}
-        for entity in session.scalars(
-            select(Entity).where(
-                Entity.project_id == pid,
-                Entity.dataset == "cases",
-                Entity.uuid.in_(entity_uuids),
-            )
-        ):
-            self.entities[entity.uuid] = entity
+        self.book.load(uuids | {c.entity_uuid for c in cases if c.entity_uuid})
 
     def _index(self, case: Case) -> None:
         if case.entity_uuid:
@@ -582,8 +637,12 @@ class _Batch:
                 old.superseded_by_id = by.id
             self.links.clear()
             session.flush()
-        audit.record_many(session, self.actor, self.audit)
+        self.result.entity_conflicts += self.book.conflicts
+        self.result.entity_held += self.book.held_count
+        self.book.conflicts = self.book.held_count = 0
+        audit.record_many(session, self.actor, [*self.audit, *self.book.audit])
         self.audit.clear()
+        self.book.audit.clear()
 
     def review(
         self,
@@ -609,7 +668,7 @@ class _Batch:
         return item
 
 
-_ID_DRAWN = (Case, Assessment, Entity, ReviewItem)
+_ID_DRAWN = (Case, Assessment, Entity, EntityVersion, EntityBacklog, ReviewItem)
 
 
 def _draw_ids(session: Session, objects: list[Any]) -> None:
@@ -734,7 +793,20 @@ def _apply(batch: _Batch, d: _Decoded) -> None:
     batch.by_instance.setdefault(a.instance_id, a)
 
 
+def _entity_update(
+    batch: _Batch, sub: Submission, a: Assessment, instance: PlainInstance
+) -> EntityUpdate | None:
+    """The submission's ``cases`` entity block, with what its ``save_to`` fields sent."""
+    block = next((e for e in instance.entities if e.dataset == "cases"), None)
+    if block is None:
+        return None
+    report = version_info(batch.session, sub.form_version_id).report or {}
+    declared = (report.get("entity_list") or {}).get("properties")
+    return EntityUpdate.of(block, sub.id, received_properties(a, declared))
+
+
 def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: PlainInstance) -> None:
+    change = _entity_update(batch, sub, a, instance)
     previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
     case = batch.case_of(previous) if previous is not None else None
     case = case or batch.find_case(a.entity_uuid, a.case_code)
@@ -761,6 +833,8 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         )  # fmt: skip
         if item is not None:
             batch.orphan_items[a] = item
+        if change is not None:
+            batch.book.hold_orphan(change)
         return
     a.case = case
     active = batch.active[case]
@@ -794,14 +868,8 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
                 summary=f"Case {case.case_code}: two different {a.collection_point} assessments dated "
                 f"{a.assessment_date}. Keep one.",
             )  # fmt: skip
-    entity = next((e for e in instance.entities if e.dataset == "cases"), None)
     _refresh(
-        batch.session,
-        case,
-        _ordered(active, batch.seq),
-        batch.form_version,
-        entity_base_version=entity.base_version if entity else None,
-        entities=batch.entities,
+        batch.session, case, _ordered(active, batch.seq), batch.form_version, batch.book, change
     )
 
 
@@ -847,32 +915,35 @@ def refresh_case(
     session: Session,
     case: Case,
     *,
-    entity_base_version: str | None = None,
+    forced: EntityBacklog | None = None,
+    actor: str = "worker",
     today: dt.date | None = None,
 ) -> None:
-    """Recompute a case's state from its active assessments, ordered by assessment date."""
+    """Recompute a case's state from its active assessments, ordered by assessment date.
+
+    Used outside the worker's batches: an admin linked an orphan or settled a conflict, or a
+    held entity update waited too long and is applied anyway (``forced``).
+    """
     session.flush()
     rows = session.execute(
         select(Assessment, Submission.form_version_id)
         .join(Submission, Submission.id == Assessment.submission_id)
         .where(Assessment.case_id == case.id, Assessment.state == AssessmentState.ACTIVE)
     ).all()
-    entity = session.scalar(
-        select(Entity).where(
-            Entity.project_id == case.project_id,
-            Entity.dataset == "cases",
-            Entity.uuid == case.entity_uuid,
-        )
-    )
+    book = EntityBook(session, case.project_id)
+    if not case.entity_uuid:
+        case.entity_uuid = str(uuid.uuid4())
+    book.load({case.entity_uuid})
     _refresh(
         session,
         case,
         _ordered([a for a, _ in rows], {}),
         {a.submission_id: fv for a, fv in rows},
-        entity_base_version=entity_base_version,
-        entities={entity.uuid: entity} if entity is not None else {},
+        book,
+        forced=forced,
         today=today,
     )
+    audit.record_many(session, actor, book.audit)
 
 
 def _refresh(
@@ -880,12 +951,14 @@ def _refresh(
     case: Case,
     rows: list[Assessment],
     form_version: dict[int, int],
+    book: EntityBook,
+    change: EntityUpdate | None = None,
     *,
-    entity_base_version: str | None,
-    entities: dict[str, Entity],
+    forced: EntityBacklog | None = None,
     today: dt.date | None = None,
 ) -> None:
-    """Set the case's state from ``rows``, its active assessments in order (no query)."""
+    """Set the case's state from ``rows``, its active assessments in order (no query), then
+    bring its entity in the ``cases`` list up to date."""
     today = today or dt.date.today()
     case.assessment_count = len(rows)
     flags: list[str] = [f for f in (case.flags or []) if f.startswith("entity_")]
@@ -897,6 +970,8 @@ def _refresh(
             False,
         )
         case.flags = flags
+        if forced is not None:
+            book.release_forced(case, forced, None)
         return
     first, latest = rows[0], rows[-1]
     intake = next((r for r in rows if r.collection_point == "intake"), first)
@@ -935,62 +1010,10 @@ def _refresh(
         flags.append("survivor_gap")
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
-    _sync_entity(session, case, entities, entity_base_version, latest.collection_point)
-
-
-def _sync_entity(
-    session: Session,
-    case: Case,
-    entities: dict[str, Entity],
-    base_version: str | None,
-    last_point: str | None = None,
-) -> None:
-    """Write the case into the ``cases`` entity list with a new version when it changed.
-
-    A closed case leaves the list devices download (its row is marked deleted, so the
-    integrity endpoint tells devices to drop it); a case reopened comes back with a new version.
-    ``entities`` holds the project's ``cases`` rows already loaded, by uuid (kept current).
-    """
-    now = dt.datetime.now(dt.UTC)
-    closed = case.status == CaseStatus.CLOSED
     if not case.entity_uuid:
         case.entity_uuid = str(uuid.uuid4())
-    props = {
-        "case_code": case.case_code,
-        "last_assessment_date": case.latest_date.isoformat() if case.latest_date else "",
-        "last_collection_point": last_point or "",
-        "casework_type": case.casework_type or "",
-        "office": case.office or "",
-        **{
-            f"score_{d}": ("" if v is None else f"{v:.2f}")
-            for d, v in (case.latest_scores or {}).items()
-        },
-    }
-    entity = entities.get(case.entity_uuid)
-    if entity is None:
-        entity = Entity(
-            project_id=case.project_id,
-            dataset="cases",
-            uuid=case.entity_uuid,
-            label=case.case_code,
-            version=1,
-            properties=props,
-            deleted_at=now if closed else None,
-        )
-        session.add(entity)
-        entities[case.entity_uuid] = entity
-        return
-    if base_version and base_version.isdigit() and int(base_version) < entity.version:
-        # Central's "parallel update": an offline device worked from an older version. The
-        # server state is recomputed from every assessment, so nothing is lost; flag it.
-        case.flags = sorted({*case.flags, "entity_parallel_update"})
-    reopened = entity.deleted_at is not None and not closed
-    if entity.properties != props or entity.label != case.case_code or reopened:
-        entity.properties = props
-        entity.label = case.case_code
-        entity.version += 1
-        entity.deleted_at = None
-        entity.updated_at = now
-    if closed and entity.deleted_at is None:
-        entity.deleted_at = now
-        entity.updated_at = now
+    props = case_properties(case, latest.collection_point)
+    if forced is not None:
+        book.release_forced(case, forced, props)
+    else:
+        book.sync(case, props, change)

@@ -676,7 +676,7 @@ def case_get(db: Session, user: WebUser, project_id: int, case_id: int) -> Respo
 
 @api(
     "GET", "/projects/<int:project_id>/review-queues",
-    "Review queues: orphans, conflicts, score mismatches, quarantined, plaintext-for-encrypted",
+    "Review queues: orphans, conflicts, entity conflicts, score mismatches, quarantined, plaintext-for-encrypted",
     MANAGER, response=FreeFormSchema, tag="cases",
 )  # fmt: skip
 def review_queues(db: Session, user: WebUser, project_id: int) -> Response:
@@ -704,7 +704,7 @@ def assessment_in_project(db: Session, project_id: int, assessment_id: int) -> N
 
 @api(
     "POST", "/projects/<int:project_id>/review-items/<int:item_id>/resolve",
-    "Resolve a review item: link | create_case (orphan), keep | discard (conflict), dismiss",
+    "Resolve a review item: link | create_case (orphan), keep | discard (conflict), resolve (entity conflict), dismiss",
     MANAGER, body=ReviewResolveSchema, status=204, tag="cases",
 )  # fmt: skip
 def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Response:

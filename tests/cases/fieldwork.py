@@ -46,6 +46,8 @@ def instance_xml(
     survivor_view: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
     base_version: int = 1,
+    trunk_version: int | None = None,
+    branch_id: str | None = None,
     consent: str = "yes",
 ) -> tuple[str, bytes]:
     """(instanceID, instance XML) as the compiled form would submit it."""
@@ -76,17 +78,12 @@ def instance_xml(
     instance_id = instance_id or f"uuid:{uuid.uuid4()}"
     entity = None
     if consent == "yes":
-        if point == "intake":
-            entity = {
-                "dataset": "cases",
-                "id": entity_id,
-                "create": "1",
-                "update": "0",
-                "label": case_code,
-            }
-        else:
-            entity = {"dataset": "cases", "id": entity_id, "create": "0", "update": "1",
-                      "baseVersion": str(base_version), "label": case_code}  # fmt: skip
+        # as pyxform 2024.1 writes it: the offline attributes are always there, maybe empty
+        entity = {"dataset": "cases", "id": entity_id, "create": "0", "update": "1",
+                  "baseVersion": str(base_version), "trunkVersion": "" if trunk_version is None else str(trunk_version),
+                  "branchId": branch_id or "", "label": case_code}  # fmt: skip
+        if point == "intake":  # an offline create: version 1 on the device, no trunk
+            entity |= {"create": "1", "update": "0", "baseVersion": "", "trunkVersion": ""}
     xml = build_instance(
         report, answers, instance_id=instance_id, entity=entity, deprecated_id=deprecated_id
     )

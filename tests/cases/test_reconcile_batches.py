@@ -14,7 +14,7 @@ import uuid
 import pytest
 from sqlalchemy import delete, select, update
 
-from server.models import Entity, Submission
+from server.models import Entity, EntityBacklog, EntityVersion, Submission
 from server.models_cases import Assessment, Case, ReviewItem
 from server.services import custody
 from server.services.reconcile import reconcile_pending
@@ -94,6 +94,8 @@ def _reset(session) -> None:
     session.execute(update(Assessment).values(superseded_by_id=None))
     session.execute(delete(Assessment))
     session.execute(delete(Case))
+    session.execute(delete(EntityBacklog))
+    session.execute(delete(EntityVersion))
     session.execute(delete(Entity))
     session.execute(update(Submission).values(status="pending_decryption", quarantine_reason=None))
     session.commit()
