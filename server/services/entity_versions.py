@@ -23,9 +23,16 @@ case's state is recomputed from all its assessments in assessment-date order (a 
 assessment cannot overwrite a newer one), and every version serves that state. So the
 assessment of a held update is in its case at once; only the entity's version waits.
 
-Errors (an update of an unknown or deleted entity, a base version that never existed, a trunk
-version beyond the current one) never lose anything: the assessment is kept as usual, the
-error is audited as ``entity.error``, and the entity gets a server version if the case changed.
+Errors (an update of an unknown entity, a create of one that exists, a base version that never
+existed, a trunk version beyond the current one) never lose anything: the assessment is kept as
+usual, the error is audited as ``entity.error``, and the entity gets a server version if the
+case changed.
+
+Two more differences, both from what a case is: a closed case leaves the list (its entity is
+marked deleted, so the integrity API tells devices to drop it) but still takes late updates -
+an assessment from before the closure that syncs late belongs to its history - where Central
+refuses updates of a deleted entity; and an edit (``deprecatedID``) of an intake does not
+create again, as Central does not process a submission's create twice.
 """
 
 from __future__ import annotations
@@ -259,17 +266,13 @@ class EntityBook:
         entity = self.entities.get(ch.entity_uuid)
         try:
             if ch.update:
-                if entity is None or entity.deleted_at is not None:
-                    if ch.create and entity is None:
+                if entity is None:
+                    if ch.create:
                         self._create(case, props, ch)
                         return self._released(case, props, release)
-                    if entity is None and ch.branch_id and ch.base_version is not None:
+                    if ch.branch_id and ch.base_version is not None:
                         return self._hold(ch)  # its create has not arrived yet
-                    raise _Error(
-                        "the case entity was closed on the server"
-                        if entity is not None
-                        else "the case entity does not exist on the server"
-                    )
+                    raise _Error("the case entity does not exist on the server")
                 if ch.base_version is None:
                     raise _Error(f"baseVersion {ch.base_text!r} is not a version number")
                 base = self._base(entity, ch, force=force)

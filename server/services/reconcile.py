@@ -808,6 +808,8 @@ def _entity_update(
 def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: PlainInstance) -> None:
     change = _entity_update(batch, sub, a, instance)
     previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
+    if a.deprecated_id and change is not None and not change.update:
+        change = None  # an edit of a create: the entity was made by the first version
     case = batch.case_of(previous) if previous is not None else None
     case = case or batch.find_case(a.entity_uuid, a.case_code)
     if case is None and a.collection_point == "intake" and a.case_code:

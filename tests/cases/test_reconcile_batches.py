@@ -30,10 +30,14 @@ def _messy_season(field, rng: random.Random) -> int:
     r = field.report
     plan: list[dict] = []
     for i in range(6):
-        code, ent = f"KE-{700 + i:04d}", str(uuid.UUID(int=rng.getrandbits(128)))
+        code, ent = f"KE-{700 + i:04d}", str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        # even cases: one tablet's offline branch (updates held until their predecessor
+        # arrives); odd ones: no branch, each update naming the version before it
+        branch = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if i % 2 == 0 else None
         for k in range(rng.randint(1, 4)):
             plan.append({"case_code": code, "point": POINTS[k], "date": DATES[k], "entity_id": ent,
-                         "ratings": ratings_for(r, str(rng.randint(1, 4)))})  # fmt: skip
+                         "ratings": ratings_for(r, str(rng.randint(1, 4))), "base_version": max(k, 1),
+                         "branch_id": branch})  # fmt: skip
     rng.shuffle(plan)  # devices sync late and out of order: follow-ups can precede intakes
     plan.append({"case_code": "KE-0999", "point": "annual", "date": "2026-02-02",
                  "entity_id": str(uuid.uuid4()), "ratings": ratings_for(r, "2")})  # an orphan  # fmt: skip
@@ -71,7 +75,16 @@ def _snapshot(session) -> dict:
                 a.deprecated_id, tuple(a.flags), sorted(a.scores.items()), a.collection_point)  # fmt: skip
 
     def entity_row(e: Entity) -> tuple:
-        return (e.uuid, e.label, e.version, e.deleted_at is None, sorted(e.properties.items()))
+        return (e.uuid, e.label, e.version, e.deleted_at is None, sorted(e.properties.items()),
+                e.conflict or "")  # fmt: skip
+
+    sub_iid = {s.id: s.instance_id for s in session.scalars(select(Submission))}
+    uuid_of = {e.id: e.uuid for e in session.scalars(select(Entity))}
+
+    def version_row(v: EntityVersion) -> tuple:
+        return (uuid_of[v.entity_id], v.version, v.source, v.base_version or 0, v.branch_id or "",
+                v.branch_base_version or 0, v.conflict or "", tuple(v.conflicting_properties or ()),
+                sub_iid.get(v.submission_id, ""), sorted(v.data.items()))  # fmt: skip
 
     def review_row(i: ReviewItem) -> tuple:
         return (i.kind, i.submission_id, iid.get(i.assessment_id), code.get(i.case_id),
@@ -81,6 +94,11 @@ def _snapshot(session) -> dict:
         "cases": sorted(map(case_row, session.scalars(select(Case)))),
         "assessments": sorted(map(assessment_row, session.scalars(select(Assessment)))),
         "entities": sorted(map(entity_row, session.scalars(select(Entity)))),
+        "entity_versions": sorted(map(version_row, session.scalars(select(EntityVersion)))),
+        "held": sorted(
+            (h.entity_uuid, h.branch_id or "", h.branch_base_version, sub_iid[h.submission_id])
+            for h in session.scalars(select(EntityBacklog))
+        ),
         "review": sorted(map(review_row, session.scalars(select(ReviewItem)))),
         "submissions": sorted(
             (s.instance_id, s.status, s.quarantine_reason or "")
@@ -133,6 +151,9 @@ def test_reconcile__batch_of_one_vs_whole_season__identical_cases_and_queues(fie
     assert any(c[2] == "closed" for c in one["cases"])
     orphans = [i for i in one["review"] if i[0] == "orphan"]
     assert any(i[4] == "auto_linked" for i in orphans)  # follow-ups that beat their intake
+    versions = one["entity_versions"]
+    assert any(v[2] == "submission" and v[4] and v[5] >= 1 for v in versions)  # branch updates
+    assert any(v[2] == "submission" and not v[4] and v[3] >= 1 for v in versions)  # no branch
     left = [i[5] for i in orphans if i[4] is None]
     assert left and all("KE-0999" in x for x in left)  # only the unknown case waits for an admin
 
