@@ -72,7 +72,11 @@ class Assessment(Base):
     """One reconciled submission: ratings and scores, never free text."""
 
     __tablename__ = "assessments"
-    __table_args__ = (Index("ix_assessments_case_date", "case_id", "assessment_date"),)
+    __table_args__ = (
+        Index("ix_assessments_case_date", "case_id", "assessment_date"),
+        # an original that syncs after its edit finds the edit by it
+        Index("ix_assessments_project_deprecated", "project_id", "deprecated_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)

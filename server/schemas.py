@@ -175,6 +175,8 @@ class CasePageSchema(PageSchema):
 class ReviewResolveSchema(Schema):
     action = fields.String(required=True, validate=validate.Length(min=1, max=64))
     case_id = fields.Integer(load_default=None, allow_none=True)
+    #: create_case: the new case's code when the orphan's code is another survivor's
+    case_code = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 
 class WebUserSchema(Schema):

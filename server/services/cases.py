@@ -286,16 +286,19 @@ def resolve_review_item(
     actor: str,
     case_id: int | None = None,
     project_id: int | None = None,
+    case_code: str | None = None,
 ) -> None:
     """Work a review item.
 
     Actions: ``link`` (orphan -> existing ``case_id``), ``create_case`` (orphan -> a new case
-    from its case code), ``keep`` (conflict: keep this assessment, supersede the other one),
+    from its case code, or ``case_code`` when its code is another survivor's); a linked orphan
+    that differs from an assessment of the case with the same collection point and date becomes
+    a conflict for review, one that repeats it a superseded duplicate; ``keep`` (conflict: keep this assessment, supersede the other one),
     ``discard`` (conflict: keep the other one), ``resolve`` (entity conflict: Central's "mark
     as resolved": clears the case entity's conflict and every open conflict item of the case),
     ``dismiss`` (acknowledge: mismatch, quarantined, plaintext).
     """
-    from server.services.reconcile import refresh_case
+    from server.services.reconcile import adopt_waiting_orphans, refresh_case, settle_in_case
 
     item = session.get(ReviewRow, item_id)
     if (
@@ -313,12 +316,18 @@ def resolve_review_item(
             if case is None or case.project_id != item.project_id:
                 raise NotFoundError("Choose an existing case of this project.")
         else:
-            code = assessment.case_code
-            if not code or session.scalar(
+            code = (case_code or "").strip() or assessment.case_code
+            if not code or len(code) > 64 or any(ch.isspace() for ch in code):
+                raise ServerError(
+                    "Give the new case a case code (no spaces, at most 64 characters).",
+                    http_status=400,
+                )
+            if session.scalar(
                 select(Case.id).where(Case.project_id == item.project_id, Case.case_code == code)
             ):
                 raise ServerError(
-                    "The assessment has no new case code to create a case from; link it instead.",
+                    f"Case code {code} is already a case of this project: link the assessment "
+                    "to it if it is the same survivor, or give the new case another code.",
                     http_status=400,
                 )
             case = Case(
@@ -330,9 +339,12 @@ def resolve_review_item(
             )
             session.add(case)
             session.flush()
-        assessment.case_id = case.id
-        assessment.state = AssessmentState.ACTIVE
-        refresh_case(session, case)
+        placed = settle_in_case(session, assessment, case)
+        refresh_case(session, case, actor=actor)
+        if action == "create_case":  # its other follow-ups may be waiting as orphans too
+            adopt_waiting_orphans(session, item.project_id)
+        if placed == "conflict":
+            action = "link_conflict"  # resolved as linked; the conflict item is now open
     elif item.kind == "conflict" and action in ("keep", "discard"):
         if assessment is None or assessment.case_id is None:
             raise ServerError("This conflict has no assessment.", http_status=400)

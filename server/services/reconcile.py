@@ -82,6 +82,8 @@ SIX_MONTHS = dt.timedelta(days=182)
 #: days an offline update waits for its predecessor before it is applied anyway (Central: 5)
 BACKLOG_DAYS = 5
 ONE_YEAR = dt.timedelta(days=365)
+#: the collection points the review schedule counts from (not ``ad_hoc``, not ``closure``)
+SCHEDULED = ("intake", "six_month", "annual")
 
 
 @dataclass
@@ -276,7 +278,10 @@ def adopt_waiting_orphans(session: Session, project_id: int) -> int:
             (Case.project_id == Assessment.project_id)
             & (
                 (Case.entity_uuid == Assessment.entity_uuid)
-                | (Case.case_code == Assessment.case_code)
+                | (
+                    (Case.case_code == Assessment.case_code)
+                    & (Assessment.entity_uuid.is_(None) | Case.entity_uuid.is_(None))
+                )
             ),
         )
         .where(Assessment.project_id == project_id, Assessment.state == AssessmentState.ORPHAN)
@@ -299,6 +304,7 @@ def adopt_waiting_orphans(session: Session, project_id: int) -> int:
     }
     for orphan, case in linked.values():
         _link_orphan(orphan, case, items.get(orphan.id))
+        settle_in_case(session, orphan, case)
     for case in {c.id: c for _, c in linked.values()}.values():
         refresh_case(session, case)
     return len(linked)
@@ -518,6 +524,7 @@ class _Batch:
         self.session, self.project_id, self.result, self.actor = session, project_id, result, actor
         self.reviewed: set[tuple[str, int]] = set()
         self.by_instance: dict[str, Assessment] = {}
+        self.by_deprecated: dict[str, Assessment] = {}  # an edit, by the instanceID it replaces
         self.by_uuid: dict[str, Case] = {}
         self.by_code: dict[str, Case] = {}
         self.by_id: dict[int, Case] = {}
@@ -558,7 +565,15 @@ class _Batch:
         )
         for a in previous:
             self.by_instance.setdefault(a.instance_id, a)
-        case_ids = {a.case_id for a in previous if a.case_id}
+        successors = session.scalars(
+            select(Assessment).where(
+                Assessment.project_id == pid,
+                Assessment.deprecated_id.in_([a.instance_id for a in found]),
+            )
+        ).all()
+        for a in successors:
+            self.by_deprecated.setdefault(a.deprecated_id, a)
+        case_ids = {a.case_id for a in [*previous, *successors] if a.case_id}
         cases = session.scalars(
             select(Case).where(
                 Case.project_id == pid,
@@ -615,9 +630,11 @@ class _Batch:
         return self.by_id.get(a.case_id) if a.case_id else None
 
     def find_case(self, entity_uuid: str | None, case_code: str | None) -> Case | None:
-        return (self.by_uuid.get(entity_uuid) if entity_uuid else None) or (
-            self.by_code.get(case_code) if case_code else None
-        )
+        """The case by its entity id, else by its code unless that case has another id."""
+        if entity_uuid and entity_uuid in self.by_uuid:
+            return self.by_uuid[entity_uuid]
+        case = self.by_code.get(case_code) if case_code else None
+        return case if case is not None and _same_case(case, entity_uuid, case_code) else None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -647,19 +664,19 @@ class _Batch:
     def review(
         self,
         kind: str,
-        sub: Submission,
+        submission_id: int,
         *,
         summary: str,
         assessment: Assessment | None = None,
         case: Case | None = None,
     ) -> ReviewItem | None:
-        if (kind, sub.id) in self.reviewed:
+        if (kind, submission_id) in self.reviewed:
             return None
-        self.reviewed.add((kind, sub.id))
+        self.reviewed.add((kind, submission_id))
         item = ReviewItem(
             project_id=self.project_id,
             kind=kind,
-            submission_id=sub.id,
+            submission_id=submission_id,
             assessment=assessment,
             case=case,
             summary=summary,
@@ -753,7 +770,7 @@ def _quarantine(batch: _Batch, sub: Submission, reason: str, *, audit_it: bool =
     sub.status = QUARANTINED
     sub.quarantine_reason = reason
     sub.updated_at = dt.datetime.now(dt.UTC)
-    batch.review("quarantined", sub, summary=f"Submission {sub.instance_id}: {reason}")
+    batch.review("quarantined", sub.id, summary=f"Submission {sub.instance_id}: {reason}")
     batch.result.quarantined += 1
     if audit_it:
         batch.audit.append(("submission.quarantine", f"submission:{sub.id}"))
@@ -772,7 +789,7 @@ def _apply(batch: _Batch, d: _Decoded) -> None:
     sub.updated_at = dt.datetime.now(dt.UTC)
     if "plaintext_for_encrypted_form" in (sub.flags or []):
         batch.review(
-            "plaintext_for_encrypted_form", sub,
+            "plaintext_for_encrypted_form", sub.id,
             summary=f"Submission {sub.instance_id} arrived unencrypted for a form that requires encryption.",
         )  # fmt: skip
     a = d.assessment
@@ -785,12 +802,14 @@ def _apply(batch: _Batch, d: _Decoded) -> None:
     if any(f.startswith("score_mismatch") for f in flags):
         batch.result.mismatches += 1
         batch.review(
-            "score_mismatch", sub, assessment=a,
+            "score_mismatch", sub.id, assessment=a,
             summary=f"{a.case_code or '?'} {a.assessment_date or ''}: device scores differ from the server's "
             f"({', '.join(f.split(':')[1] for f in flags if f.startswith('score_mismatch'))})",
         )  # fmt: skip
     _attach_to_case(batch, sub, a, d.instance)
     batch.by_instance.setdefault(a.instance_id, a)
+    if a.deprecated_id:
+        batch.by_deprecated.setdefault(a.deprecated_id, a)
 
 
 def _entity_update(
@@ -807,12 +826,19 @@ def _entity_update(
 
 def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: PlainInstance) -> None:
     change = _entity_update(batch, sub, a, instance)
-    previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
     if a.deprecated_id and change is not None and not change.update:
         change = None  # an edit of a create: the entity was made by the first version
+    successor = batch.by_deprecated.get(a.instance_id)
+    if successor is not None and successor.state != AssessmentState.SUPERSEDED:
+        # its edit synced first (offline devices): this original is history at once
+        a.case = batch.case_of(successor)
+        batch.supersede(a, successor)
+        return
+    previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
     case = batch.case_of(previous) if previous is not None else None
     case = case or batch.find_case(a.entity_uuid, a.case_code)
-    if case is None and a.collection_point == "intake" and a.case_code:
+    taken = batch.by_code.get(a.case_code) if case is None and a.case_code else None
+    if case is None and a.collection_point == "intake" and a.case_code and taken is None:
         case = Case(
             project_id=a.project_id,
             case_code=a.case_code,
@@ -828,11 +854,7 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         a.state = AssessmentState.ORPHAN
         batch.result.orphans += 1
         batch.orphans.append(a)
-        item = batch.review(
-            "orphan", sub, assessment=a,
-            summary=f"A {a.collection_point or 'follow-up'} assessment of {a.assessment_date} names case "
-            f"{a.case_code or a.entity_uuid or '?'}, which this server does not know.",
-        )  # fmt: skip
+        item = batch.review("orphan", sub.id, assessment=a, summary=_orphan_summary(a, taken))
         if item is not None:
             batch.orphan_items[a] = item
         if change is not None:
@@ -846,47 +868,133 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         batch.supersede(previous, a)
         active.append(a)
     else:
-        clash = next(
-            (
-                other
-                for other in active
-                if a.collection_point is not None
-                and a.assessment_date is not None
-                and other.collection_point == a.collection_point
-                and other.assessment_date == a.assessment_date
-            ),
-            None,
-        )
-        if clash is None:
-            active.append(a)
-        elif clash.ratings == a.ratings:
-            batch.supersede(a, clash)  # the same assessment sent twice: ignored
-            a.flags = [*a.flags, "duplicate"]
-        else:
-            a.state = AssessmentState.CONFLICT
-            batch.result.conflicts += 1
-            batch.review(
-                "conflict", sub, assessment=a, case=case,
-                summary=f"Case {case.case_code}: two different {a.collection_point} assessments dated "
-                f"{a.assessment_date}. Keep one.",
-            )  # fmt: skip
+        _place(batch, a, case)
     _refresh(
         batch.session, case, _ordered(active, batch.seq), batch.form_version, batch.book, change
     )
+
+
+def _orphan_summary(a: Assessment, taken: Case | None) -> str:
+    point, code = a.collection_point or "follow-up", a.case_code or a.entity_uuid or "?"
+    if taken is None:
+        return (
+            f"A {point} assessment of {a.assessment_date} names case {code}, which this server "
+            "does not know."
+        )
+    return (
+        f"A {point} assessment of {a.assessment_date} names case code {code} under another case "
+        f"id than the case {code} on this server (intake {taken.intake_date or 'not dated'}): "
+        "two survivors given one code, or one survivor registered twice. Link it to the case if "
+        "it is the same survivor; otherwise open a new case for it with a new code."
+    )
+
+
+def _clash(a: Assessment, active: list[Assessment]) -> Assessment | None:
+    """The active assessment ``a`` competes with: same collection point and date."""
+    if a.collection_point is None or a.assessment_date is None:
+        return None
+    return next(
+        (
+            other
+            for other in active
+            if other is not a
+            and other.collection_point == a.collection_point
+            and other.assessment_date == a.assessment_date
+        ),
+        None,
+    )
+
+
+def _conflict_summary(case: Case, a: Assessment) -> str:
+    return (
+        f"Case {case.case_code}: two different {a.collection_point} assessments dated "
+        f"{a.assessment_date}. Keep one."
+    )
+
+
+def _place(batch: _Batch, a: Assessment, case: Case) -> None:
+    """``a`` joins the case: active, a duplicate of the one it repeats, or a conflict."""
+    clash = _clash(a, batch.active[case])
+    if clash is None:
+        a.state = AssessmentState.ACTIVE
+        batch.active[case].append(a)
+    elif clash.ratings == a.ratings:
+        batch.supersede(a, clash)  # the same assessment sent twice: ignored
+        a.flags = [*a.flags, "duplicate"]
+    else:
+        a.state = AssessmentState.CONFLICT
+        batch.result.conflicts += 1
+        batch.review(
+            "conflict", a.submission_id, assessment=a, case=case,
+            summary=_conflict_summary(case, a),
+        )  # fmt: skip
+
+
+def settle_in_case(session: Session, a: Assessment, case: Case) -> str:
+    """Put an assessment an admin or the worker linked into its case, outside a batch.
+
+    Returns ``"active"``, ``"duplicate"`` (it repeats an active assessment: superseded by it) or
+    ``"conflict"`` (it differs from one with the same collection point and date: for review).
+    """
+    a.case = case
+    active = list(
+        session.scalars(
+            select(Assessment).where(
+                Assessment.case_id == case.id,
+                Assessment.state == AssessmentState.ACTIVE,
+                Assessment.id != a.id,
+            )
+        )
+    )
+    clash = _clash(a, active)
+    if clash is None:
+        a.state = AssessmentState.ACTIVE
+        return "active"
+    if clash.ratings == a.ratings:
+        a.state, a.superseded_by_id = AssessmentState.SUPERSEDED, clash.id
+        a.flags = [*a.flags, "duplicate"]
+        return "duplicate"
+    a.state = AssessmentState.CONFLICT
+    if (
+        session.scalar(
+            select(ReviewItem.id).where(
+                ReviewItem.kind == "conflict", ReviewItem.submission_id == a.submission_id
+            )
+        )
+        is None
+    ):
+        session.add(
+            ReviewItem(
+                project_id=case.project_id,
+                kind="conflict",
+                submission_id=a.submission_id,
+                assessment=a,
+                case=case,
+                summary=_conflict_summary(case, a),
+            )
+        )
+    return "conflict"
+
+
+def _same_case(case: Case, entity_uuid: str | None, code: str | None) -> bool:
+    """Whether an assessment naming ``entity_uuid``/``code`` belongs to ``case``: by the case
+    id where both have one (a code alone never joins another survivor's case), else by code."""
+    if entity_uuid and case.entity_uuid:
+        return entity_uuid == case.entity_uuid
+    return code is not None and code == case.case_code
 
 
 def _adopt_orphans(batch: _Batch, case: Case) -> None:
     """Follow-ups that synced before their intake (offline devices) join the new case."""
     keep: list[Assessment] = []
     for orphan in batch.orphans:
-        if orphan.state != AssessmentState.ORPHAN or not (
-            (orphan.entity_uuid is not None and orphan.entity_uuid == case.entity_uuid)
-            or (orphan.case_code is not None and orphan.case_code == case.case_code)
+        if orphan.state != AssessmentState.ORPHAN or not _same_case(
+            case, orphan.entity_uuid, orphan.case_code
         ):
             keep.append(orphan)
             continue
         _link_orphan(orphan, case, batch.orphan_items.get(orphan))
-        batch.active[case].append(orphan)
+        _place(batch, orphan, case)
     batch.orphans = keep
 
 
@@ -1003,9 +1111,13 @@ def _refresh(
     else:
         case.status = CaseStatus.OPEN
         case.closed_at = None
-        if latest.assessment_date is not None:
-            step = SIX_MONTHS if len(rows) == 1 else ONE_YEAR
-            case.next_due = latest.assessment_date + step
+        # intake + 6 months, then a year after each scheduled review; ad hoc visits do not
+        # move the schedule
+        scheduled = [r for r in rows if r.collection_point in SCHEDULED and r.assessment_date]
+        last = scheduled[-1] if scheduled else latest
+        if last.assessment_date is not None:
+            first_review = all(r.collection_point == "intake" for r in scheduled)
+            case.next_due = last.assessment_date + (SIX_MONTHS if first_review else ONE_YEAR)
             if case.next_due < today:
                 flags.append("overdue")
     if any(f.startswith("survivor_gap") for f in latest.flags):

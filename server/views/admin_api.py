@@ -685,11 +685,12 @@ def review_queues(db: Session, user: WebUser, project_id: int) -> Response:
 
 
 def resolve_item(db: Session, user: WebUser, project_id: int, item_id: int, action: str,
-                 case_id: int | None) -> None:  # fmt: skip
+                 case_id: int | None, case_code: str | None = None) -> None:  # fmt: skip
     """Resolve a review item of *this* project (another project's item answers 404)."""
     service("cases").resolve_review_item(
-        db, item_id, action, actor=actor(user), case_id=case_id, project_id=project_id
-    )
+        db, item_id, action, actor=actor(user), case_id=case_id, project_id=project_id,
+        case_code=case_code,
+    )  # fmt: skip
     db.commit()
 
 
@@ -710,7 +711,9 @@ def assessment_in_project(db: Session, project_id: int, assessment_id: int) -> N
 def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Response:
     get_project(db, project_id)
     data = body(ReviewResolveSchema)
-    resolve_item(db, user, project_id, item_id, data["action"], data.get("case_id"))
+    resolve_item(
+        db, user, project_id, item_id, data["action"], data.get("case_id"), data.get("case_code")
+    )
     return Response(status=204)
 
 

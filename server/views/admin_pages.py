@@ -482,7 +482,8 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
         raise ValidationError({"action": ["Choose what to do with this item."]})
     raw_case = request.form.get("case_id", "").strip()
     case_id = int(raw_case) if raw_case.isdigit() else None
-    core.resolve_item(db, user, p.id, item_id, action, case_id)
+    case_code = request.form.get("case_code", "").strip() or None
+    core.resolve_item(db, user, p.id, item_id, action, case_id, case_code)
     return redirect(url_for("admin.review", project_id=p.id))
 
 

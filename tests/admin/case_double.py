@@ -124,7 +124,8 @@ class CaseWorld:
         return self.queues if project_id == self.project_id else {k: [] for k in self.queues}
 
     def resolve_review_item(self, session: Any, item_id: int, action: str, *, actor: str,
-                            case_id: int | None = None, project_id: int | None = None) -> None:  # fmt: skip
+                            case_id: int | None = None, project_id: int | None = None,
+                            case_code: str | None = None) -> None:  # fmt: skip
         known = any(i.id == item_id for items in self.queues.values() for i in items)
         if not known or (project_id is not None and project_id != self.project_id):
             raise NotFoundError("That review item does not exist or is already resolved.")

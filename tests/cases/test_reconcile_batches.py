@@ -159,9 +159,9 @@ def test_reconcile__batch_of_one_vs_whole_season__identical_cases_and_queues(fie
 
 
 def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, app, db_session):
-    """Should link a waiting orphan once its case exists (here: an admin created it from
-    another orphan of the same code), resolving its review item and counting it in the case."""
-    from server.services.cases import resolve_review_item, review_queues
+    """Should link waiting orphans once their case exists (here: committed by another worker
+    while this one ran), resolving their review items and counting them in the case."""
+    from server.services.cases import review_queues
 
     r = field.report
     ent = str(uuid.uuid4())
@@ -175,9 +175,10 @@ def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, a
                ratings=ratings_for(r, "3"))  # fmt: skip
     first = reconcile_pending(sessionmaker, field.project_id, config=app.config)
     assert (first.orphans, first.adopted) == (2, 0)
-    queue = review_queues(db_session, field.project_id)["orphans"]
-    resolve_review_item(db_session, queue[0].id, "create_case", actor="admin")
-    db_session.commit()
+    db_session.add(
+        Case(project_id=field.project_id, case_code="KE-0900", entity_uuid=ent, flags=[])
+    )
+    db_session.commit()  # the case another worker's intake made
     field.send(
         case_code="KE-0901",
         point="intake",
@@ -186,7 +187,7 @@ def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, a
         ratings=ratings_for(r, "3"),
     )  # fmt: skip  (any new work wakes the worker)
     second = reconcile_pending(sessionmaker, field.project_id, config=app.config)
-    assert second.adopted == 1
+    assert second.adopted == 2
     db_session.expire_all()
     assert review_queues(db_session, field.project_id)["orphans"] == []
     case = db_session.scalar(select(Case).where(Case.case_code == "KE-0900"))

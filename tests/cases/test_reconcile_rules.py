@@ -1,0 +1,182 @@
+"""Reconciliation rules where a silent merge or a wrong date would mislead case work.
+
+Collect-encrypted uploads, the reconcile CLI, and the admin API, as the users touch them;
+expected dates and states worked out in each test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from server.models_cases import Assessment, Case
+from server.services.users import create_web_user
+from tests.admin.conftest import HTTPS, PASSWORD, basic
+from tests.cases.fieldwork import ratings_for
+
+
+@pytest.fixture
+def reconcile(field, runner):
+    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
+
+    def run() -> None:
+        result = runner.invoke("reconcile", *args, "--once")
+        assert result.exit_code == 0, result.output
+
+    return run
+
+
+@pytest.fixture
+def admin_api(app, field):
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        create_web_user(s, "lead", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
+                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        s.commit()
+    client, path = app.test_client(), f"/api/v1/projects/{field.project_id}"
+
+    def call(method: str, sub: str, **kw):
+        return client.open(path + sub, method=method, base_url=HTTPS, headers=basic("lead"), **kw)
+
+    return call
+
+
+def _case(db_session, code: str) -> Case | None:
+    db_session.expire_all()
+    return db_session.scalar(select(Case).where(Case.case_code == code))
+
+
+def _states(db_session, case: Case) -> list[tuple[str, str]]:
+    rows = db_session.scalars(
+        select(Assessment).where(Assessment.case_id == case.id).order_by(Assessment.id)
+    )
+    return [(a.collection_point, a.state) for a in rows]
+
+
+def test_one_code_two_survivors__second_waits_for_review_then_gets_its_own_case(
+    field, reconcile, admin_api, db_session
+):
+    """Should never merge two survivors registered under one code: the second intake (another
+    case id) and its follow-up wait as orphans; an admin opens a case with a new code, and the
+    follow-up joins it."""
+    r, first, second = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    field.send(case_code="KE-0701", point="intake", date="2026-01-10", entity_id=first,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    field.send(case_code="KE-0701", point="intake", date="2026-03-02", entity_id=second,
+               ratings=ratings_for(r, "4"))  # fmt: skip
+    field.send(case_code="KE-0701", point="six_month", date="2026-09-02", entity_id=second,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    reconcile()
+
+    case = _case(db_session, "KE-0701")
+    assert case.entity_uuid == first and case.assessment_count == 1
+    assert case.intake_date == dt.date(2026, 1, 10) and not case.closure_ready
+    orphans = admin_api("GET", "/review-queues").get_json()["orphans"]
+    assert len(orphans) == 2
+    intake_item = next(i for i in orphans if "intake" in i["summary"])
+    assert "another case id" in intake_item["summary"]
+
+    resp = admin_api("POST", f"/review-items/{intake_item['id']}/resolve",
+                     json={"action": "create_case"})  # fmt: skip
+    assert resp.status_code == 400 and "already a case" in resp.get_json()["message"]
+    resp = admin_api("POST", f"/review-items/{intake_item['id']}/resolve",
+                     json={"action": "create_case", "case_code": "KE-0702"})  # fmt: skip
+    assert resp.status_code == 204, resp.data
+
+    new = _case(db_session, "KE-0702")
+    assert new.entity_uuid == second
+    assert sorted(_states(db_session, new)) == [("intake", "active"), ("six_month", "active")]
+    assert new.intake_date == dt.date(2026, 3, 2) and new.latest_date == dt.date(2026, 9, 2)
+    assert _case(db_session, "KE-0701").assessment_count == 1
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+def test_edit_synced_before_its_original__original_is_history(field, reconcile, db_session):
+    """Should supersede an original that arrives after its edit, whether the edit corrected
+    the date (no extra trend point) or not (no spurious conflict)."""
+    r, ent = field.report, str(uuid.uuid4())
+    field.send(case_code="KE-0710", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    wrong_date = field.encrypt(case_code="KE-0710", point="six_month", date="2026-07-01",
+                               entity_id=ent, ratings=ratings_for(r, "2"))  # fmt: skip
+    fixed = field.encrypt(case_code="KE-0710", point="six_month", date="2026-07-03",
+                          entity_id=ent, ratings=ratings_for(r, "2"), deprecated_id=wrong_date[0])  # fmt: skip
+    same_day = field.encrypt(case_code="KE-0710", point="annual", date="2027-07-03",
+                             entity_id=ent, ratings=ratings_for(r, "3"))  # fmt: skip
+    same_day_fix = field.encrypt(case_code="KE-0710", point="annual", date="2027-07-03",
+                                 entity_id=ent, ratings=ratings_for(r, "4"), deprecated_id=same_day[0])  # fmt: skip
+    for upload in (fixed, same_day_fix):  # the edits first
+        field.post(*upload[1:])
+    reconcile()
+    for upload in (wrong_date, same_day):  # then the originals, late
+        field.post(*upload[1:])
+    reconcile()
+
+    case = _case(db_session, "KE-0710")
+    by_iid = {
+        a.instance_id: a
+        for a in db_session.scalars(select(Assessment).where(Assessment.case_id == case.id))
+    }
+    assert by_iid[wrong_date[0]].state == "superseded"
+    assert by_iid[wrong_date[0]].superseded_by_id == by_iid[fixed[0]].id
+    assert by_iid[same_day[0]].state == "superseded"
+    assert case.assessment_count == 3  # intake, the fixed 6-month, the fixed annual
+    assert case.latest_scores["SAF"] == 4.0
+    assert not db_session.scalars(select(Assessment).where(Assessment.state == "conflict")).all()
+
+
+def test_ad_hoc_visit__does_not_move_the_review_schedule(field, reconcile, db_session):
+    """Should keep the next review at intake + 6 months after an ad hoc visit, then a year
+    after the 6-month review."""
+    r, ent = field.report, str(uuid.uuid4())
+    field.send(case_code="KE-0720", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    field.send(case_code="KE-0720", point="ad_hoc", date="2026-02-10", entity_id=ent,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    reconcile()
+    assert _case(db_session, "KE-0720").next_due == dt.date(2026, 1, 10) + dt.timedelta(days=182)
+    field.send(case_code="KE-0720", point="six_month", date="2026-07-15", entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    field.send(case_code="KE-0720", point="ad_hoc", date="2026-09-01", entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    reconcile()
+    assert _case(db_session, "KE-0720").next_due == dt.date(2026, 7, 15) + dt.timedelta(days=365)
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_linking_an_orphan__same_point_and_date__conflict_or_duplicate(
+    field, reconcile, admin_api, db_session, same
+):
+    """Should not silently merge an orphan an admin links into a case that already has an
+    assessment for the same collection point and date: a conflict when they differ, a
+    superseded duplicate when they are the same."""
+    r, ent, stray = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    field.send(case_code="KE-0730", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    field.send(case_code="KE-0730", point="six_month", date="2026-07-01", entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    # keyed in on a tablet that picked no case: another id and a mistyped code
+    field.send(case_code="KE-0370", point="six_month", date="2026-07-01", entity_id=stray,
+               ratings=ratings_for(r, "3" if same else "2"))  # fmt: skip
+    reconcile()
+    case = _case(db_session, "KE-0730")
+    [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
+    resp = admin_api("POST", f"/review-items/{orphan['id']}/resolve",
+                     json={"action": "link", "case_id": case.id})  # fmt: skip
+    assert resp.status_code == 204, resp.data
+
+    case = _case(db_session, "KE-0730")
+    states = sorted(_states(db_session, case))
+    conflicts = admin_api("GET", "/review-queues").get_json()["conflicts"]
+    if same:
+        assert states == [("intake", "active"), ("six_month", "active"),
+                          ("six_month", "superseded")]  # fmt: skip
+        assert conflicts == []
+    else:
+        assert states == [("intake", "active"), ("six_month", "active"),
+                          ("six_month", "conflict")]  # fmt: skip
+        assert len(conflicts) == 1 and "KE-0730" in conflicts[0]["summary"]
+    assert case.assessment_count == 2 and case.latest_scores["SAF"] == 3.0
