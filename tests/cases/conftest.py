@@ -11,7 +11,8 @@ from server.blobs import make_blob_store
 from server.services import custody
 from server.services.projects import create_project
 from server.services.publishing import publish_context
-from server.services.users import create_app_user
+from server.services.users import create_app_user, create_web_user
+from tests.admin.conftest import HTTPS, PASSWORD, basic
 from tests.cases.fieldwork import encrypted_upload, instance_xml
 from tests.server.collect import CollectActions
 
@@ -58,3 +59,31 @@ def field(app, client, tmp_path):
 
     yield Field()
     custody.lock_all()
+
+
+@pytest.fixture
+def reconcile(field, runner):
+    """Run ``kintsugi reconcile --once`` for the field project, as an admin types it."""
+    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
+
+    def run() -> str:
+        result = runner.invoke("reconcile", *args, "--once")
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run
+
+
+@pytest.fixture
+def admin_api(app, field):
+    """Call the admin API of the field project as a site admin (Basic over https)."""
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        create_web_user(s, "lead", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
+                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        s.commit()
+    client, path = app.test_client(), f"/api/v1/projects/{field.project_id}"
+
+    def call(method: str, sub: str, **kw):
+        return client.open(path + sub, method=method, base_url=HTTPS, headers=basic("lead"), **kw)
+
+    return call

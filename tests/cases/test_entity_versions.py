@@ -14,26 +14,11 @@ import datetime as dt
 import io
 import uuid
 
-import pytest
 from sqlalchemy import select, update
 
 from server.models import AuditLog, Entity, EntityBacklog, EntityVersion
 from server.models_cases import Case, ReviewItem
-from server.services.users import create_web_user
-from tests.admin.conftest import HTTPS, PASSWORD, basic
 from tests.cases.fieldwork import ratings_for
-
-
-@pytest.fixture
-def reconcile(field, runner):
-    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
-
-    def run() -> str:
-        result = runner.invoke("reconcile", *args, "--once")
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    return run
 
 
 def _served(field) -> dict[str, dict[str, str]]:
@@ -113,7 +98,9 @@ def test_offline_branch__uploaded_backwards__applied_in_the_devices_order(
     assert "entity.backlog.hold" in actions and "entity.backlog.reprocess" in actions
 
 
-def test_parallel_updates__hard_then_resolved_through_the_api(field, reconcile, db_session, app):
+def test_parallel_updates__hard_then_resolved_through_the_api(
+    field, reconcile, db_session, admin_api
+):
     """Two devices update the case from version 1: the second is a hard conflict (both changed
     the last assessment date and scores), applied all the same; an admin marks it resolved."""
     r, ent, first = field.report, str(uuid.uuid4()), str(uuid.uuid4())
@@ -145,21 +132,13 @@ def test_parallel_updates__hard_then_resolved_through_the_api(field, reconcile, 
     case = _case(db_session, "KE-0602")
     assert "entity_conflict" in case.flags
 
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_web_user(s, "lead", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
-                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
-        s.commit()
-    api = app.test_client()
-    path = f"/api/v1/projects/{field.project_id}"
-    queues = api.get(f"{path}/review-queues", base_url=HTTPS, headers=basic("lead")).get_json()
+    queues = admin_api("GET", "/review-queues").get_json()
     [item] = queues["entity_conflicts"]
     assert "KE-0602" in item["summary"] and "hard conflict" in item["summary"]
     assert "last_assessment_date" in item["summary"]
-    resp = api.post(f"{path}/review-items/{item['id']}/resolve", json={"action": "resolve"},
-                    base_url=HTTPS, headers=basic("lead"))  # fmt: skip
+    resp = admin_api("POST", f"/review-items/{item['id']}/resolve", json={"action": "resolve"})
     assert resp.status_code == 204, resp.data
-    queues = api.get(f"{path}/review-queues", base_url=HTTPS, headers=basic("lead")).get_json()
-    assert queues["entity_conflicts"] == []
+    assert admin_api("GET", "/review-queues").get_json()["entity_conflicts"] == []
     db_session.expire_all()
     assert db_session.scalar(select(Entity).where(Entity.uuid == ent)).conflict is None
     assert "entity_conflict" not in _case(db_session, "KE-0602").flags

@@ -13,34 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from server.models_cases import Assessment, Case
-from server.services.users import create_web_user
-from tests.admin.conftest import HTTPS, PASSWORD, basic
 from tests.cases.fieldwork import ratings_for
-
-
-@pytest.fixture
-def reconcile(field, runner):
-    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
-
-    def run() -> None:
-        result = runner.invoke("reconcile", *args, "--once")
-        assert result.exit_code == 0, result.output
-
-    return run
-
-
-@pytest.fixture
-def admin_api(app, field):
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_web_user(s, "lead", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
-                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
-        s.commit()
-    client, path = app.test_client(), f"/api/v1/projects/{field.project_id}"
-
-    def call(method: str, sub: str, **kw):
-        return client.open(path + sub, method=method, base_url=HTTPS, headers=basic("lead"), **kw)
-
-    return call
 
 
 def _case(db_session, code: str) -> Case | None:
