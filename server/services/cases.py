@@ -72,11 +72,14 @@ class CaseSummary:
     casework_type: str | None
     status: str  # open | closed
     next_due: str | None  # ISO date
-    due: str | None  # "due" (within 30 days) | "overdue" | None
+    #: "due" (within 30 days) | "overdue" | None, worked out when read (not when reconciled)
+    due: str | None
     closure_ready: bool
     assessment_count: int
     latest_scores: dict[str, float | None] = field(default_factory=dict)
+    #: latest minus intake score per domain; None until there is an assessment after intake
     change_since_intake: dict[str, float | None] = field(default_factory=dict)
+    #: the stored flags, with "overdue" as of the day read (it agrees with ``due``)
     flags: list[str] = field(default_factory=list)
 
 
@@ -104,6 +107,9 @@ class CaseDetail(CaseSummary):
     #: domain id -> [(date, score)] over the active assessments, in date order
     series: dict[str, list[tuple[dt.date | None, float | None]]] = field(default_factory=dict)
     entity_uuid: str | None = None
+    intake_date: dt.date | None = None
+    intake_scores: dict[str, float | None] = field(default_factory=dict)
+    latest_date: dt.date | None = None
 
 
 @dataclass
@@ -121,12 +127,13 @@ class ReviewItem:
 
 @dataclass
 class Cell:
-    """One aggregate value; ``mean`` is None and ``suppressed`` True when n < MIN_CELL."""
+    """One aggregate value. A suppressed cell (see :func:`aggregates`) publishes neither its
+    value nor its size: ``mean`` and ``n`` are None and ``suppressed`` is True."""
 
     label: str
     domain: str
     mean: float | None
-    n: int
+    n: int | None
     suppressed: bool
 
 
@@ -148,15 +155,41 @@ def _due(case: Case, today: dt.date) -> str | None:
     return "due" if case.next_due <= today + dt.timedelta(days=30) else None
 
 
+def _flags(case: Case, due: str | None) -> list[str]:
+    """The case's flags with "overdue" as of today: the stored one was true on the day of the
+    last reconciliation and goes stale as time passes."""
+    flags = {f for f in case.flags or [] if f != "overdue"}
+    if due == "overdue":
+        flags.add("overdue")
+    return sorted(flags)
+
+
+def _followed_up(case: Case) -> bool:
+    """Whether the case has an active assessment after its intake.
+
+    Its latest assessment is the last by date, so this holds exactly when the latest is dated
+    after the intake (without dates: when there are two assessments or more)."""
+    if (case.assessment_count or 0) < 2:
+        return False
+    if case.latest_date is None or case.intake_date is None:
+        return True
+    return case.latest_date > case.intake_date
+
+
 def _change(case: Case) -> dict[str, float | None]:
+    """Latest minus intake per domain; all None while there is nothing after the intake (an
+    intake compared with itself is no change, it is no measurement)."""
+    followed_up = _followed_up(case)
     out = {}
     for domain, latest in (case.latest_scores or {}).items():
         base = (case.intake_scores or {}).get(domain)
-        out[domain] = None if latest is None or base is None else round(latest - base, 4)
+        missing = not followed_up or latest is None or base is None
+        out[domain] = None if missing else round(latest - base, 4)
     return out
 
 
 def _summary(case: Case, today: dt.date) -> CaseSummary:
+    due = _due(case, today)
     return CaseSummary(
         id=case.id,
         project_id=case.project_id,
@@ -165,12 +198,12 @@ def _summary(case: Case, today: dt.date) -> CaseSummary:
         casework_type=case.casework_type,
         status=case.status,
         next_due=case.next_due.isoformat() if case.next_due else None,
-        due=_due(case, today),
+        due=due,
         closure_ready=case.closure_ready,
         assessment_count=case.assessment_count,
         latest_scores=dict(case.latest_scores or {}),
         change_since_intake=_change(case),
-        flags=list(case.flags or []),
+        flags=_flags(case, due),
     )
 
 
@@ -231,7 +264,13 @@ def get_case(session: Session, case_id: int, *, today: dt.date | None = None) ->
         )
     )
     base = _summary(case, today)
-    detail = CaseDetail(**base.__dict__, entity_uuid=case.entity_uuid)
+    detail = CaseDetail(
+        **base.__dict__,
+        entity_uuid=case.entity_uuid,
+        intake_date=case.intake_date,
+        intake_scores=dict(case.intake_scores or {}),
+        latest_date=case.latest_date,
+    )
     for row in rows:
         detail.assessments.append(
             AssessmentView(
@@ -408,10 +447,39 @@ def _resolve_entity_conflict(session: Session, item: ReviewRow, actor: str) -> N
         other.resolved_at, other.resolution, other.resolved_by = now, "resolve", actor
 
 
+def _protect(raw: list[tuple[str, str, float | None, int]], min_cell: int) -> list[Cell]:
+    """Cells of one partition, ``(label, domain, value, n)``, with both suppression steps."""
+    hidden = {i for i, (*_, n) in enumerate(raw) if n < min_cell}
+    if len(hidden) == 1 and len(raw) > 1:
+        # the one hidden cell is the partition's total minus the others: hide the next smallest
+        _, _, nxt = min((n, label, i) for i, (label, _, _, n) in enumerate(raw) if i not in hidden)
+        hidden.add(nxt)
+    return [
+        Cell(label, domain, None, None, True)
+        if i in hidden
+        else Cell(label, domain, value, n, False)
+        for i, (label, domain, value, n) in enumerate(raw)
+    ]
+
+
 def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -> Aggregates:
     """Mean change since intake per domain, share closure-ready and days to closure, by group.
 
-    Every cell counts survivors (cases); a cell with fewer than ``min_cell`` is suppressed.
+    Every cell counts survivors (cases). The mean change since intake counts only cases with an
+    assessment after their intake (an intake alone is no change, not a change of 0); the share
+    closure-ready counts every case with an assessment, the days to closure every closed case.
+
+    Suppression, so that no survivor can be recognised or worked out:
+
+    1. Primary: a cell with fewer than ``min_cell`` survivors is suppressed.
+    2. Complementary: the groups of a dimension (casework type, office) split the same set of
+       cases, whose size and total the other dimension gives away. So a partition (one
+       dimension, one measure, and for the change one domain) with exactly one suppressed cell
+       would let it be worked out from the others; the next-smallest cell of that partition
+       (fewest survivors, then label) is suppressed with it. No total row is published; one
+       would be a cell like the others and follow the same rule.
+
+    A suppressed cell publishes neither its value nor its n (both None).
     """
     cases = list(
         session.scalars(
@@ -425,6 +493,9 @@ def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -
         by: dict[str, list[Case]] = defaultdict(list)
         for c in cases:
             by[getattr(c, dimension) or "unknown"].append(c)
+        by_domain: dict[str, list[tuple[str, str, float | None, int]]] = defaultdict(list)
+        shares: list[tuple[str, str, float | None, int]] = []
+        medians: list[tuple[str, str, float | None, int]] = []
         for label, members in sorted(by.items()):
             changes: dict[str, list[float]] = defaultdict(list)
             for c in members:
@@ -433,41 +504,23 @@ def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -
                         changes[domain].append(value)
             for domain in sorted({d for c in members for d in (c.latest_scores or {})}):
                 values = changes.get(domain, [])
-                small = len(values) < min_cell
-                groups[dimension].append(
-                    Cell(
-                        label,
-                        domain,
-                        None if small else round(statistics.fmean(values), 3),
-                        len(values),
-                        small,
-                    )
-                )
+                mean = round(statistics.fmean(values), 3) if values else None
+                by_domain[domain].append((label, domain, mean, len(values)))
             n = len(members)
-            small = n < min_cell
-            share = sum(1 for c in members if c.closure_ready) / n if n else 0.0
-            ready.append(
-                Cell(
-                    f"{dimension}:{label}",
-                    "closure_ready_share",
-                    None if small else round(share, 3),
-                    n,
-                    small,
-                )
-            )
+            share = round(sum(1 for c in members if c.closure_ready) / n, 3)
+            shares.append((f"{dimension}:{label}", "closure_ready_share", share, n))
             days = [
                 (c.closed_at - c.intake_date).days for c in members if c.closed_at and c.intake_date
             ]
-            small_d = len(days) < min_cell
-            closure_days.append(
-                Cell(
-                    f"{dimension}:{label}",
-                    "median_days_to_closure",
-                    None if small_d else float(statistics.median(days)),
-                    len(days),
-                    small_d,
-                )
-            )
+            median = float(statistics.median(days)) if days else None
+            medians.append((f"{dimension}:{label}", "median_days_to_closure", median, len(days)))
+        protected = {d: _protect(raw, min_cell) for d, raw in by_domain.items()}
+        groups[dimension] = sorted(
+            (cell for cells in protected.values() for cell in cells),
+            key=lambda cell: (cell.label, cell.domain),
+        )
+        ready += _protect(shares, min_cell)
+        closure_days += _protect(medians, min_cell)
     return Aggregates(
         groups=groups, closure_ready_share=ready, days_to_closure=closure_days, min_cell=min_cell
     )

@@ -772,7 +772,9 @@ def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide
     content_type="text/csv", tag="cases",
     query=[
         Param("format", "query", enum=["csv", "xlsx"]),
-        Param("wide", "query", "boolean", "one row per case instead of per assessment"),
+        Param("wide", "query", "boolean",
+              "one row per assessment, with a column per domain score and per subdomain "
+              "rating, instead of one row per assessment and domain"),
     ],
 )  # fmt: skip
 def export_download(db: Session, user: WebUser, project_id: int) -> Response:

@@ -203,7 +203,9 @@ def bar_chart(
     fmt: str = "{:.2f}",
 ) -> Markup:
     """A horizontal bar chart from a zero line (negative values go left: change since intake
-    can be a decline); suppressed cells are drawn as a dashed outline with words, no value."""
+    can be a decline); suppressed cells are drawn as a dashed outline with words, no value and
+    no n (a cell is suppressed below 5 survivors, or to keep such a cell from being worked out
+    from the others, so the words say neither)."""
     values = [b.value for b in bars if b.value is not None and not b.suppressed]
     lo = min([0.0, *values]) if vmin is None else vmin
     hi = max([0.0, *values]) if vmax is None else vmax
@@ -233,7 +235,7 @@ def bar_chart(
                 f'<rect class="bar suppressed" x="{left}" y="{yy + 2}" width="{plot_w}" '
                 f'height="{row_h - 8}" fill="none" stroke="#999" stroke-dasharray="3 3"/>'
                 f'<text class="suppressed-label" x="{left + 8}" y="{yy + 15}">'
-                f"suppressed (fewer than 5 cases)</text>"
+                f"suppressed to protect small groups</text>"
             )
             continue
         end = x(b.value)

@@ -6,6 +6,7 @@ session's CSRF token; pages redirect to the sign-in page when there is no sessio
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -438,11 +439,52 @@ def case(db: Session, user: WebUser, project_id: int, case_id: int) -> Any:
     detail = core.case_of_project(db, p.id, case_id)
     series = _get(detail, "series", "domain_series", "per_domain", default={}) or {}
     series = {domain_label(str(k)): v for k, v in series.items()}
+    assessments = _get(detail, "assessments", default=[]) or []
     return render_template(
         "admin/case.html", user=user, project=p, case=detail,
         chart=trend_chart(series, title="Domain scores over time"),
-        assessments=_get(detail, "assessments", default=[]) or [],
+        assessments=assessments, domains=_case_domains(detail, assessments),
+        columns=_domain_columns(assessments),
     )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DomainRow:
+    """A domain of a case: intake and latest score, change since intake, the survivor's own
+    view at the latest assessment and whether it differs from the score (``gap``: flagged at
+    reconciliation when they are the instrument's ``survivor_gap`` apart, 2 in the ASO)."""
+
+    id: str
+    intake: float | None
+    latest: float | None
+    change: float | None
+    survivor: str | None
+    gap: bool
+
+
+def _case_domains(detail: Any, assessments: list[Any]) -> list[DomainRow]:
+    latest_scores = _get(detail, "latest_scores", default={}) or {}
+    intake_scores = _get(detail, "intake_scores", default={}) or {}
+    change = _get(detail, "change_since_intake", default={}) or {}
+    latest = next((a for a in reversed(assessments) if _get(a, "state") == "active"), None)
+    views = (_get(latest, "survivor_view", default={}) or {}) if latest else {}
+    gaps = set(_get(latest, "survivor_gaps", default=[]) or []) if latest else set()
+    ids = dict.fromkeys([*latest_scores, *intake_scores, *change, *views])
+    return [
+        DomainRow(
+            d, intake_scores.get(d), latest_scores.get(d), change.get(d), views.get(d), d in gaps
+        )
+        for d in ids
+    ]
+
+
+def _domain_columns(assessments: list[Any]) -> list[str]:
+    """The domains of the assessments table, in the order the assessments give them."""
+    ids: dict[str, None] = {}
+    for a in assessments:
+        ids.update(dict.fromkeys(_get(a, "domain_scores", default={}) or {}))
+        ids.update(dict.fromkeys(_get(a, "survivor_view", default={}) or {}))
+    return list(ids)
 
 
 @bp.post("/projects/<int:project_id>/assessments/<int:assessment_id>/notes")

@@ -135,7 +135,12 @@ class CaseWorld:
 
     def aggregates(self, session: Any, project_id: int) -> Aggregates:
         def cell(label: str, domain: str, mean: float, n: int) -> Cell:
-            return Cell(label, domain, None if n < 5 else mean, n, n < 5)
+            # as the service publishes them: a suppressed cell has neither value nor n
+            return (
+                Cell(label, domain, None, None, True)
+                if n < 5
+                else Cell(label, domain, mean, n, False)
+            )
 
         return Aggregates(
             groups={

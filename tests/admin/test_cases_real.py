@@ -3,7 +3,9 @@ as the reconciliation worker leaves them)."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from typing import Any
 
@@ -148,3 +150,21 @@ def test_export__csv_via_api(api: dict[str, Api], world: World, caseload: dict[s
     assert "K-1" in resp.get_data(as_text=True)
     bad = api["manager"]("GET", f"/projects/{world.project_a}/export?format=pdf")
     assert bad.status_code == 400 and "format" in bad.get_json()["fields"]
+
+
+def test_export_wide__documented_and_served_one_row_per_assessment(
+    api: dict[str, Api], client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    doc = client.get("/api/v1/openapi.json").get_json()
+    params = doc["paths"]["/projects/{project_id}/export"]["get"]["parameters"]
+    wide = next(p for p in params if p["name"] == "wide")
+    assert "one row per assessment" in wide["description"]
+    assert "per case" not in wide["description"]
+    # K-1 has two assessments (the orphan belongs to no case): two rows, one per assessment
+    resp = api["manager"]("GET", f"/projects/{world.project_a}/export?format=csv&wide=1")
+    rows = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+    assert len(rows) == 1 + 2 and len({tuple(r[:3]) for r in rows[1:]}) == 2
+    assert [r[0] for r in rows[1:]] == ["K-1", "K-1"]
+    login(client, "manager")
+    page = client.get(f"/admin/projects/{world.project_a}/export").data.decode()
+    assert "one row per case" not in page

@@ -188,7 +188,7 @@ def test_impact__suppressed_cells_shown_as_such(client: Any, cases: Any, world: 
     # change by casework type + by office, share by casework type, days by office
     assert page.count('class="chart bars"') == 4
     assert page.count('class="bar suppressed"') == 4
-    assert "suppressed (fewer than 5 cases)" in page
+    assert "suppressed to protect small groups" in page
     assert "+0.80 (n=12)" in page and "-0.20 (n=8)" in page and "25% (n=12)" in page
     assert "210 days (n=6)" in page
     assert "(n=3)" not in page and "(n=2)" not in page  # not even n of a suppressed cell

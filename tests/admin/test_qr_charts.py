@@ -47,5 +47,5 @@ def test_trend_chart__empty__says_so() -> None:
 def test_bar_chart__suppressed_bar_has_no_value() -> None:
     svg = str(bar_chart("T", [Bar("a", 3.0, 9), Bar("b", None, 2, True)]))
     assert "3.00 (n=9)" in svg
-    assert svg.count("suppressed (fewer than 5 cases)") == 1
+    assert svg.count("suppressed to protect small groups") == 1
     assert "(n=2)" not in svg
