@@ -85,7 +85,7 @@ def seed_caseload(app: Any, project_id: int) -> dict[str, int]:
                                      context)  # fmt: skip
         form = version.form
         ids: dict[str, int] = {}
-        for n in range(1, 7):
+        for n in range(1, 12):  # offices CEB and MNL (5 each), KLA (1: suppressed)
             dates = [today - dt.timedelta(days=d) for d in (300, 200, 100)]
             scores = [
                 {dom: round(min(4.0, base[k] + step[k] * i * (1 + n % 3) / 2), 2)
@@ -98,7 +98,8 @@ def seed_caseload(app: Any, project_id: int) -> dict[str, int]:
             case = Case(
                 project_id=project_id, case_code=f"K-{n:04d}",
                 casework_type="forced_labour" if n < 6 else "csx",
-                office="CEB" if n < 6 else "KLA", intake_date=dates[0], latest_date=dates[-1],
+                office="CEB" if n < 6 else "MNL" if n < 11 else "KLA", intake_date=dates[0],
+                latest_date=dates[-1],
                 next_due=next_due, closure_ready=n == 3, latest_scores=scores[-1],
                 intake_scores=scores[0], assessment_count=3,
             )  # fmt: skip
@@ -110,14 +111,14 @@ def seed_caseload(app: Any, project_id: int) -> dict[str, int]:
                 s.add(Assessment(
                     project_id=project_id, case_id=case.id, submission_id=sub.id,
                     instance_id=sub.instance_id, case_code=case.case_code, assessment_date=day,
-                    collection_point="intake" if i == 0 else "follow_up", scores=sc,
-                    survivor_view={"SAF": "I feel safer at home now"} if i == 2 else {},
+                    collection_point=("intake", "six_month", "annual")[i], scores=sc,
+                    survivor_view={"SAF": "3"} if i == 2 else {},
                 ))  # fmt: skip
         sub = add_submission(s, form, "uuid:00000000-0000-4000-8000-999999999999")
         orphan = Assessment(
             project_id=project_id, case_id=None, submission_id=sub.id,
             instance_id=sub.instance_id, case_code="K-0099", assessment_date=today,
-            collection_point="follow_up", state="orphan", scores={"SAF": 3.0},
+            collection_point="six_month", state="orphan", scores={"SAF": 3.0},
         )  # fmt: skip
         s.add(orphan)
         s.flush()
