@@ -144,7 +144,8 @@ def seed_demo(
         }
         intake = today - dt.timedelta(days=rng.randint(40, 1000))
         level = rng.uniform(1.2, 2.2)
-        branch, visit = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 1
+        # the device's version of the case entity: 1 after the intake, one more per follow-up
+        branch, visit = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 0
         for point, offset in STEPS:
             date = intake + dt.timedelta(days=offset)
             if date > today or (point == "closure" and level < 2.8):

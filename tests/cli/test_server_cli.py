@@ -211,6 +211,11 @@ def _assert_demo_caseload(db_session, demo_id: int) -> None:
     ).all()
     by_kind = dict(open_items)
     assert by_kind.get("conflict") == 1 and by_kind.get("orphan") == 1, by_kind
+    # the conflict's second device edited the case list in parallel: one entity conflict;
+    # every other follow-up builds on its device's previous version, so none waits
+    assert by_kind.get("entity_conflict") == 1, by_kind
+    held = select(func.count(EntityBacklog.id)).where(EntityBacklog.project_id == demo_id)
+    assert db_session.scalar(held) == 0
     queues = review_queues(db_session, demo_id)
     assert len(queues["orphans"]) == 1 and len(queues["conflicts"]) >= 1
     # nothing anywhere else
