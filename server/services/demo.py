@@ -39,6 +39,8 @@ def _answers(
     point: str,
     date: dt.date,
     case: str,
+    casework_type: str,
+    office: str,
     level: float,
     rng: random.Random,
 ) -> dict[str, str]:
@@ -49,8 +51,8 @@ def _answers(
         refs["case_code"]: code,
         refs["assessment_date"]: date.isoformat(),
         refs["assessor"]: "DEMO-CW",
-        refs["casework_type"]: rng.choice(report["casework_types"]),
-        refs["office"]: rng.choice(report["offices"]) if report["offices"] else "HQ",
+        refs["casework_type"]: casework_type,
+        refs["office"]: office,
         refs["return_environment"]: "yes",
     }
     answers[refs["case_code_new"] if point == "intake" else refs["case"]] = (
@@ -130,13 +132,20 @@ def seed_demo(
         if status != 201:
             raise RuntimeError(f"demo upload refused with HTTP {status}")
 
+    conflict_sent = False
     for n in range(1, N_CASES + 1):
         report, key_b64 = forms[n % len(forms)]
         code = f"DEMO-{n:03d}"
         case = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        # a case keeps its casework type and office across its assessments
+        kind = {
+            "casework_type": rng.choice(report["casework_types"]),
+            "office": rng.choice(report["offices"]) if report["offices"] else "HQ",
+        }
         intake = today - dt.timedelta(days=rng.randint(40, 1000))
         level = rng.uniform(1.2, 2.2)
-        branch, visit = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 1
+        # the device's version of the case entity: 1 after the intake, one more per follow-up
+        branch, visit = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 0
         for point, offset in STEPS:
             date = intake + dt.timedelta(days=offset)
             if date > today or (point == "closure" and level < 2.8):
@@ -159,11 +168,14 @@ def seed_demo(
                 case=case,
                 level=level,
                 entity=entity,
+                **kind,
             )
             level = min(4.0, level + rng.uniform(0.3, 0.9))
-            if n % 12 == 0 and point == "six_month":
-                # a second, different 6-month assessment of the same day, from another device
-                # that had the case list at version 1: a conflict, and a parallel update
+            if not conflict_sent and point == "six_month":
+                # once in the caseload: a second, different 6-month assessment of the same day,
+                # from another device that had the case list at version 1: a conflict to
+                # review, and a parallel update of the case's entity
+                conflict_sent = True
                 other = str(uuid.UUID(int=rng.getrandbits(128), version=4))
                 send(
                     report,
@@ -174,11 +186,13 @@ def seed_demo(
                     case=case,
                     level=1.5,
                     entity=entity | {"baseVersion": "1", "trunkVersion": "1", "branchId": other},
+                    **kind,
                 )
     # one follow-up for a case nobody registered: an orphan to review
     report, key_b64 = forms[0]
     stray = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     send(report, key_b64, code="DEMO-999", point="six_month", date=today - dt.timedelta(days=20), case=stray, level=2.0,
+         casework_type=report["casework_types"][0], office=(report["offices"] or ["HQ"])[0],
          entity={"dataset": "cases", "id": stray, "create": "0", "update": "1", "baseVersion": "1", "label": "DEMO-999"})  # fmt: skip
 
     with database.sessionmaker() as session:

@@ -6,9 +6,11 @@ import csv
 import hashlib
 import io
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from server.models import Entity, Project
@@ -63,8 +65,117 @@ def _cell(value: object) -> str:
 
 
 def entity_list_hash(csv_bytes: bytes) -> str:
-    """Manifest hash of an entity list: changes whenever the served CSV changes."""
+    """The md5 of a CSV's bytes, ``md5:``-prefixed (what the manifest carried before
+    :func:`entity_list_state_hash`; kept for the benchmark's comparison)."""
     return "md5:" + hashlib.md5(csv_bytes, usedforsecurity=False).hexdigest()
+
+
+#: Part of every state hash: bump it when :func:`entity_list_csv` changes what it writes for
+#: the same rows, so that devices download the list again.
+CSV_FORMAT = 1
+
+
+def entity_list_state_hash(
+    session: Session, project: Project, dataset: str, properties: list[str] | None = None
+) -> str:
+    """Manifest hash of an entity list, without building it (openrosa.md §4.1: the hash of an
+    entity list is opaque; it must change whenever the served CSV changes).
+
+    One aggregate query over the dataset's rows. The CSV is a function of the live rows'
+    ``(id, uuid, label, version, properties)`` and the column list. Every write that changes a
+    row's label or properties makes a new version (``version`` + 1) and sets ``updated_at``;
+    closing removes a row from the live set and sets ``updated_at``; reopening makes a version
+    and puts it back; a new entity adds a row. So any change to the CSV moves the live count,
+    the live sum of versions or of ids, or the newest ``updated_at``, each on its own enough.
+    Changes that do not show in the CSV (an admin resolving a conflict) may move it too, which
+    only costs devices one download, as in Central.
+    """
+    live = Entity.deleted_at.is_(None)
+    row = session.execute(
+        select(
+            func.count(),
+            func.max(Entity.updated_at),
+            func.max(Entity.id),
+            func.sum(case((live, 1), else_=0)),
+            func.sum(case((live, Entity.version), else_=0)),
+            func.sum(case((live, Entity.id), else_=0)),
+        ).where(Entity.project_id == project.id, Entity.dataset == dataset)
+    ).one()
+    total, newest, max_id, n_live, versions, ids = row
+    columns = None if not properties else _properties_of([], properties)
+    state = [
+        CSV_FORMAT,
+        project.id,
+        dataset,
+        columns,
+        int(total or 0),
+        None if newest is None else str(newest),
+        int(max_id or 0),
+        int(n_live or 0),
+        int(versions or 0),
+        int(ids or 0),
+    ]
+    text = json.dumps(state, separators=(",", ":"))
+    return "md5:" + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class CsvCache:
+    """Served entity-list CSVs by state hash, least recently used first out, bounded in bytes.
+
+    One per app (per process); safe across threads. A hash names exactly one CSV, so an entry
+    never goes stale: a change to the list makes a new hash and the old entry ages out.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            body = self._items.get(key)
+            if body is not None:
+                self._items.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[object, ...], body: bytes) -> None:
+        if len(body) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+            self._items[key] = body
+            self._size += len(body)
+            while self._size > self.max_bytes:
+                _key, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+
+
+def entity_list(
+    session: Session,
+    project: Project,
+    dataset: str,
+    properties: list[str] | None = None,
+    cache: CsvCache | None = None,
+) -> tuple[str, bytes]:
+    """``(state hash, CSV bytes)`` of an entity list, the bytes from ``cache`` when it has them.
+
+    A CSV is cached only when the hash is the same before and after it was built, so a write
+    committed in between never files a CSV under a hash it does not belong to.
+    """
+    digest = entity_list_state_hash(session, project, dataset, properties)
+    key = (project.id, dataset, tuple(properties or ()), digest)
+    body = cache.get(key) if cache is not None else None
+    if body is None:
+        body = entity_list_csv(session, project, dataset, properties)
+        if (
+            cache is not None
+            and entity_list_state_hash(session, project, dataset, properties) == digest
+        ):
+            cache.put(key, body)
+    return digest, body
 
 
 def integrity(

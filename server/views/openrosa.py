@@ -253,13 +253,19 @@ def form_xml(project_id: int, xml_form_id: str, token: str | None = None) -> Res
     return Response(_served_xml(caller, version), content_type=XML_CONTENT_TYPE)
 
 
-def _entity_csv(caller: Caller, version: FormVersion, dataset: str) -> bytes:
-    props = None
+def _entity_properties(version: FormVersion) -> list[str] | None:
     report = version.report or {}
     ent = report.get("entity_list") if isinstance(report, dict) else None
     if isinstance(ent, dict) and isinstance(ent.get("properties"), list):
-        props = [str(p) for p in ent["properties"]]
-    return entity_service.entity_list_csv(get_session(), caller.project, dataset, props)
+        return [str(p) for p in ent["properties"]]
+    return None
+
+
+def _csv_cache() -> entity_service.CsvCache:
+    cache = current_app.extensions.get("kintsugi.entity_csv")
+    if cache is None:
+        cache = current_app.extensions.setdefault("kintsugi.entity_csv", entity_service.CsvCache())
+    return cache
 
 
 @_route("/forms/<xml_form_id>/manifest", methods=["GET"])
@@ -272,11 +278,13 @@ def manifest(project_id: int, xml_form_id: str, token: str | None = None) -> Res
     for att in version.attachments:
         url = f"{caller.base}/forms/{fid}/attachments/{quote(att.name, safe='')}?hash={version.md5}"
         if att.kind == "entityList" and att.dataset:
-            csv_bytes = _entity_csv(caller, version, att.dataset)
+            # the list's state hash: a few aggregates, not the CSV (openrosa.md §4.1)
             files.append(
                 ManifestFile(
                     filename=att.name,
-                    hash=entity_service.entity_list_hash(csv_bytes),
+                    hash=entity_service.entity_list_state_hash(
+                        get_session(), caller.project, att.dataset, _entity_properties(version)
+                    ),
                     download_url=url,
                     type="entityList",
                     integrity_url=f"{caller.base}/datasets/{quote(att.dataset, safe='')}/integrity",
@@ -297,9 +305,12 @@ def attachment(project_id: int, xml_form_id: str, name: str, token: str | None =
     if att is None:
         raise NotFoundError(f"The form has no file named {name!r}.")
     if att.kind == "entityList" and att.dataset:
-        body = _entity_csv(caller, version, att.dataset)
+        # ETag = the manifest's hash without "md5:" (as Central), so both change together
+        digest, body = entity_service.entity_list(
+            get_session(), caller.project, att.dataset, _entity_properties(version), _csv_cache()
+        )
         resp = Response(body, content_type="text/csv; charset=utf-8")
-        resp.set_etag(entity_service.entity_list_hash(body)[4:])
+        resp.set_etag(digest[4:])
         return resp.make_conditional(request)
     if not att.blob_key:
         raise NotFoundError(f"The file {name!r} has not been uploaded to the server yet.")

@@ -61,3 +61,130 @@ def test_cases_csv__reconciled_and_closed_cases__open_listed_closed_removed(fiel
     # re-running reconciliation changes nothing the devices see
     assert runner.invoke("reconcile", *args, "--once").exit_code == 0
     assert _cases_csv(field)[1] == after_close
+
+
+def _manifest_hash(field) -> str:
+    """The ``cases.csv`` hash in the form's manifest, as Collect reads it (§4.1)."""
+    from defusedxml import ElementTree
+
+    resp = field.collect.get(f"{field.collect.base}/forms/{field.report['form_id']}/manifest")
+    assert resp.status_code == 200, resp.data
+    ns = "{http://openrosa.org/xforms/xformsManifest}"
+    (media,) = [m for m in ElementTree.fromstring(resp.data) if m.get("type") == "entityList"]
+    assert media.findtext(f"{ns}filename") == "cases.csv"
+    return media.findtext(f"{ns}hash")
+
+
+def _served_state(field) -> tuple[str, list[dict[str, str]]]:
+    """(manifest hash, CSV rows); the CSV download's ETag is always that hash."""
+    digest = _manifest_hash(field)
+    rows, etag = _cases_csv(field)
+    assert digest.startswith("md5:") and etag == f'"{digest[4:]}"'
+    return digest, rows
+
+
+def test_manifest_hash__every_change_to_the_list__moves_no_op_does_not(field, runner, db_session):
+    """Should change the list's manifest hash when a case is added, updated, closed, reopened
+    or the columns change, and keep it over a reconciliation that changes nothing."""
+    from sqlalchemy import select
+
+    from server.models import FormVersion
+
+    r = field.report
+    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
+
+    def reconcile() -> None:
+        result = runner.invoke("reconcile", *args, "--once")
+        assert result.exit_code == 0, result.output
+
+    seen: list[str] = []
+
+    def changed() -> list[dict[str, str]]:
+        digest, rows = _served_state(field)
+        assert digest not in seen, "the list changed but its hash did not move"
+        seen.append(digest)
+        return rows
+
+    assert changed() == []
+    # added
+    field.send(case_code="KE-0601", point="intake", date="2026-03-01",
+               ratings=ratings_for(r, "2"), entity_id=OPEN_CASE)  # fmt: skip
+    reconcile()
+    assert [(row["name"], row["__version"]) for row in changed()] == [(OPEN_CASE, "1")]
+    # a no-op run: same hash, same bytes
+    reconcile()
+    assert _served_state(field)[0] == seen[-1]
+    # updated: a new version
+    field.send(case_code="KE-0601", point="six_month", date="2026-09-01",
+               ratings=ratings_for(r, "3"), entity_id=OPEN_CASE)  # fmt: skip
+    reconcile()
+    (row,) = changed()
+    assert row["__version"] == "2" and row["last_collection_point"] == "six_month"
+    # closed: the case leaves the list
+    closure_id, _m, _f = field.send(case_code="KE-0601", point="closure", date="2027-03-01",
+                                    ratings=ratings_for(r, "4"), entity_id=OPEN_CASE, base_version=2)  # fmt: skip
+    reconcile()
+    assert changed() == []
+    reconcile()
+    assert _served_state(field)[0] == seen[-1]
+    # reopened: the closure is edited into an annual follow-up, and the case comes back
+    field.send(case_code="KE-0601", point="annual", date="2027-03-01", ratings=ratings_for(r, "4"),
+               entity_id=OPEN_CASE, deprecated_id=closure_id, base_version=2)  # fmt: skip
+    reconcile()
+    (row,) = changed()
+    assert row["name"] == OPEN_CASE and row["last_collection_point"] == "annual"
+    reconcile()
+    assert _served_state(field)[0] == seen[-1]
+    # the columns change (a form version whose report lists fewer properties)
+    version = db_session.scalars(select(FormVersion)).one()
+    report = dict(version.report)
+    report["entity_list"] = {**report["entity_list"]}
+    report["entity_list"]["properties"] = [
+        p for p in report["entity_list"]["properties"] if p != "office"
+    ]
+    version.report = report
+    db_session.commit()
+    (row,) = changed()
+    assert "office" not in row and "casework_type" in row
+
+
+def test_state_hash__version_moves_without_updated_at__still_changes(field, runner, db_session):
+    """Should not rely on ``updated_at`` alone: a worker whose clock (or batch start) is behind
+    the newest row still moves the hash through the versions and the live set."""
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from server.models import Entity, Project
+    from server.services.entities import entity_list_state_hash
+
+    r = field.report
+    for code, ent in (("KE-0701", OPEN_CASE), ("KE-0702", CLOSED_CASE)):
+        field.send(case_code=code, point="intake", date="2026-03-01",
+                   ratings=ratings_for(r, "2"), entity_id=ent)  # fmt: skip
+    args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
+    assert runner.invoke("reconcile", *args, "--once").exit_code == 0
+    project = db_session.get(Project, field.project_id)
+    old = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    db_session.execute(update(Entity).values(updated_at=old))
+    seen = {entity_list_state_hash(db_session, project, "cases")}
+
+    def moved() -> None:
+        digest = entity_list_state_hash(db_session, project, "cases")
+        assert digest not in seen
+        seen.add(digest)
+
+    first = db_session.scalar(select(Entity).where(Entity.uuid == OPEN_CASE))
+    first.version, first.properties = first.version + 1, {**first.properties, "office": "x"}
+    db_session.flush()
+    moved()
+    second = db_session.scalar(select(Entity).where(Entity.uuid == CLOSED_CASE))
+    second.deleted_at = old
+    db_session.flush()
+    moved()
+    # one closed and the other reopened in the same run: the reopen makes a version
+    second.deleted_at, second.version = None, second.version + 1
+    first.deleted_at = old
+    db_session.flush()
+    moved()
+    db_session.rollback()

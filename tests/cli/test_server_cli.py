@@ -142,8 +142,15 @@ def test_setup__twice__creates_admin_once_secret_file_0600(runner, app_config, d
     assert db_session.scalar(select(func.count(WebUser.id))) == 1
 
 
-def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_session, client):
+def test_setup_demo__twice__idempotent_with_collect_url(
+    runner, app_config, db_session, client, tmp_path
+):
     """Should create the encrypted demo project and a device URL once, then reuse them."""
+    # a real project that exists before the demo: it must stay untouched
+    other = int(_ok(runner.invoke("projects", "create", "Field office North")).strip())
+    form = tmp_path / "f.xml"
+    form.write_bytes(xform("north_intake"))
+    _ok(runner.invoke("forms", "publish", "--project", str(other), str(form)))
     first = _ok(runner.invoke("setup", "--demo"))
     var = Path(app_config["VAR_DIR"])
     assert stat.S_IMODE((var / "demo-passphrase.txt").stat().st_mode) == 0o600
@@ -156,9 +163,9 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
     second = _ok(runner.invoke("setup", "--demo"))
     assert url_line(second).endswith(url)
     assert "demo cases: already seeded" in second
-    assert db_session.scalar(select(func.count(Project.id))) == 1
+    assert db_session.scalar(select(func.count(Project.id))) == 2
     assert db_session.scalar(select(func.count(AppUser.id))) == 1
-    project = db_session.scalars(select(Project)).one()
+    project = db_session.scalars(select(Project).where(Project.id != other)).one()
     assert project.encrypted and project.name == "Demo (fictional data)"
     form_list = client.get(url.removeprefix("http://localhost") + "/formList")
     assert form_list.status_code == 200
@@ -167,15 +174,61 @@ def test_setup_demo__twice__idempotent_with_collect_url(runner, app_config, db_s
     contexts = list_contexts(Path(app_config["INSTRUMENTS_DIR"]))
     assert form_list.data.count(b"<xform>") == len(contexts) > 0
     assert "already published" in second and "published" in first
-    # the demo caseload came through upload + reconciliation, only in the demo project
-    from server.models_cases import Case
+    _assert_demo_caseload(db_session, project.id)
+
+
+def _assert_demo_caseload(db_session, demo_id: int) -> None:
+    """The issue's first-run demo: "a few dozen cases with one to four assessments each, across
+    casework types, some overdue, some closure-ready, one conflict, one orphan", all of it
+    through upload + reconciliation and only in the demo project."""
+    from server.models import Entity, EntityBacklog, Form, Submission
+    from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
     from server.services.cases import review_queues
 
-    codes = db_session.scalars(select(Case.case_code)).all()
-    assert len(codes) == 36 and all(c.startswith("DEMO-") for c in codes)
-    queues = review_queues(db_session, project.id)
+    cases = db_session.scalars(select(Case).where(Case.project_id == demo_id)).all()
+    assert 24 <= len(cases) <= 48 and all(c.case_code.startswith("DEMO-") for c in cases)
+    assessments = db_session.scalars(
+        select(Assessment).where(Assessment.project_id == demo_id, Assessment.case_id.is_not(None))
+    ).all()
+    active: dict[int, int] = {}
+    kinds: dict[int, set[tuple[str | None, str | None]]] = {}
+    for a in assessments:
+        kinds.setdefault(a.case_id, set()).add((a.casework_type, a.office))
+        if a.state == AssessmentState.ACTIVE:
+            active[a.case_id] = active.get(a.case_id, 0) + 1
+    for c in cases:
+        assert 1 <= active.get(c.id, 0) <= 4, (c.case_code, active.get(c.id))
+        assert c.assessment_count == active[c.id]
+        # one casework type and one office per case, across all its assessments
+        assert kinds[c.id] == {(c.casework_type, c.office)}, (c.case_code, kinds[c.id])
+    assert len({c.casework_type for c in cases}) >= 2
+    assert any("overdue" in (c.flags or []) for c in cases)
+    assert any(c.closure_ready and c.status == CaseStatus.OPEN for c in cases)
+    open_items = db_session.execute(
+        select(ReviewItem.kind, func.count())
+        .where(ReviewItem.project_id == demo_id, ReviewItem.resolved_at.is_(None))
+        .group_by(ReviewItem.kind)
+    ).all()
+    by_kind = dict(open_items)
+    assert by_kind.get("conflict") == 1 and by_kind.get("orphan") == 1, by_kind
+    # the conflict's second device edited the case list in parallel: one entity conflict;
+    # every other follow-up builds on its device's previous version, so none waits
+    assert by_kind.get("entity_conflict") == 1, by_kind
+    held = select(func.count(EntityBacklog.id)).where(EntityBacklog.project_id == demo_id)
+    assert db_session.scalar(held) == 0
+    queues = review_queues(db_session, demo_id)
     assert len(queues["orphans"]) == 1 and len(queues["conflicts"]) >= 1
-    assert db_session.scalar(select(func.count(Case.id)).where(Case.closure_ready.is_(True))) > 0
+    # nothing anywhere else
+    elsewhere = [
+        select(func.count(Submission.id))
+        .join(Form, Form.id == Submission.form_id)
+        .where(Form.project_id != demo_id),
+        *(
+            select(func.count(model.id)).where(model.project_id != demo_id)
+            for model in (Case, Assessment, ReviewItem, Entity, EntityBacklog)
+        ),
+    ]
+    assert [db_session.scalar(q) for q in elsewhere] == [0] * len(elsewhere)
 
 
 def test_forms_publish__context__carries_project_key_and_report(runner, tmp_path, db_session):
