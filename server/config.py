@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     # Serve each form with <submission action="<the URL the device used>/submission">, so a
     # device provisioned with an app-user token posts back through its own token URL.
     "SUBMISSION_URL_IN_FORMS": True,
+    # An unlocked project key is forgotten after this many seconds without use (server.services
+    # .custody): the web tier's unlocks, and the default of ``kintsugi reconcile --idle-lock``.
+    "KEY_IDLE_SECONDS": 15 * 60,
 }
 
 #: Every environment variable the server reads: name -> (config key, converter).
@@ -80,6 +83,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
     "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
+    "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
 }
 
 
@@ -113,6 +117,8 @@ def load_config(
         cfg["DATA_DIR"] = str(var_dir / "data")
     if not cfg["BLOB_BACKEND"]:
         cfg["BLOB_BACKEND"] = "postgres" if is_postgres(cfg["DATABASE_URL"]) else "local"
+    if int(cfg["KEY_IDLE_SECONDS"]) < 1:
+        raise ConfigError("KINTSUGI_KEY_IDLE_SECONDS must be at least 1 (seconds)")
     if cfg["BLOB_BACKEND"] not in {"local", "postgres"}:
         raise ConfigError("KINTSUGI_BLOB_BACKEND must be 'local' or 'postgres'")
     if cfg["BLOB_BACKEND"] == "postgres" and not is_postgres(cfg["DATABASE_URL"]):

@@ -68,6 +68,12 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Key custody across processes (server.services.custody): when an admin last locked the
+    # key (page, API, ``kintsugi lock``), cleared by an admin unlock; while set, no process
+    # unlocks the key on its own (the worker waits). The generation counts admin locks: a
+    # process that unlocked at an older generation forgets its key.
+    key_locked_at: Mapped[dt.datetime | None] = mapped_column()
+    key_lock_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     keys: Mapped[list[ProjectKey]] = relationship(
         back_populates="project", order_by="ProjectKey.id"

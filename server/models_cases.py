@@ -10,7 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, utcnow
@@ -114,7 +124,16 @@ class ReviewItem(Base):
 
     __tablename__ = "review_items"
     __table_args__ = (
-        UniqueConstraint("kind", "submission_id"),
+        # one open item per kind and submission; a resolved one may recur (a retried
+        # submission quarantined again gets a fresh item)
+        Index(
+            "uq_review_items_open_kind_submission",
+            "kind",
+            "submission_id",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
         Index("ix_review_items_project_open", "project_id", "resolved_at"),
     )
 

@@ -158,6 +158,8 @@ class KeyStatusSchema(Schema):
     unlocked = fields.Boolean(required=True)
     pending_backlog = fields.Integer(required=True)
     key_fingerprint = fields.String(allow_none=True)
+    #: when an admin locked the key everywhere (None: no admin lock in force)
+    locked_by_admin_at = fields.DateTime(allow_none=True)
 
 
 class PassphraseSchema(Schema):

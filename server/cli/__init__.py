@@ -28,8 +28,10 @@ COMMANDS: dict[str, str] = {
     "users": "server.cli.admin:users_group",
     # custody, reconciliation, exports (issue 5)
     "unlock": "server.cli.cases:unlock_command",
+    "lock": "server.cli.cases:lock_command",
     "reconcile": "server.cli.cases:reconcile_command",
     "export": "server.cli.cases:export_group",
+    "submissions": "server.cli.cases:submissions_group",
     # operations (issue 6)
     "backup": "server.cli.ops:backup_command",
     "restore": "server.cli.ops:restore_command",

@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,26 +20,64 @@ from server.cli.keys import read_passphrase
     "--passphrase-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 def unlock_command(project_id: int, passphrase_file: Path) -> None:
-    """Check that a passphrase unlocks a project's keys (audited).
+    """Unlock a project's keys as an admin: check the passphrase and lift an admin lock (audited).
 
     Keys live only in the memory of the process that unlocked them: the worker unlocks for
-    itself with ``kintsugi reconcile --passphrase-file``; this command verifies the passphrase.
+    itself with ``kintsugi reconcile --passphrase-file``, and does so again once this command
+    (or the admin page or API) has lifted an admin lock (``kintsugi lock``). This process
+    forgets the keys again before it exits.
     """
+    from sqlalchemy import select
+
     from server.errors import ServerError
+    from server.models import Project
     from server.services import custody
 
     app = _app()
     with _session(app) as session:
+        was_locked = session.scalar(select(Project.key_locked_at).where(Project.id == project_id))
         try:
             custody.unlock_project(
                 session, project_id, read_passphrase(passphrase_file), actor="cli"
             )
-            custody.lock_project(session, project_id, actor="cli")
+            custody.lock_project(session, project_id, actor="cli", everywhere=False)
         except ServerError as err:
             session.commit()  # keep the audit of the failed attempt
             raise click.ClickException(str(err)) from err
         session.commit()
     click.echo(f"project {project_id}: the passphrase unlocks its keys")
+    if was_locked is not None:
+        click.echo(
+            f"project {project_id}: the admin lock of {was_locked:%Y-%m-%d %H:%M} UTC is lifted; "
+            "the reconciliation worker unlocks with its passphrase file again"
+        )
+
+
+@click.command("lock")
+@click.option("--project", "project_id", required=True, type=int)
+def lock_command(project_id: int) -> None:
+    """Lock a project's keys everywhere (audited).
+
+    Every process holding the key forgets it: the reconciliation worker before its next batch.
+    The worker then leaves encrypted submissions pending and does not unlock on its own until an
+    admin unlocks again (``kintsugi unlock``, the admin page or the API).
+    """
+    from server.models import Project
+    from server.services import custody
+
+    app = _app()
+    with _session(app) as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise click.ClickException(f"Project {project_id} does not exist on this server.")
+        if not project.encrypted:
+            raise click.ClickException(f"Project {project_id} is not encrypted: it has no key.")
+        custody.lock_project(session, project_id, actor="cli")
+        session.commit()
+    click.echo(
+        f"project {project_id}: key locked; the reconciliation worker forgets it before its "
+        "next batch and waits for an admin to unlock it"
+    )
 
 
 @click.command("reconcile")
@@ -62,9 +101,11 @@ def unlock_command(project_id: int, passphrase_file: Path) -> None:
 )
 @click.option(
     "--idle-lock",
-    default=0,
-    type=int,
-    help="Lock the key after this many idle seconds (0: stay unlocked while running).",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Forget the key after this many seconds without use; it is unlocked again when "
+    "encrypted submissions arrive (default: KINTSUGI_KEY_IDLE_SECONDS, 900; 0: keep it while "
+    "running).",
 )
 def reconcile_command(
     project_id: int,
@@ -72,28 +113,72 @@ def reconcile_command(
     once: bool,
     interval: float,
     batch: int,
-    idle_lock: int,
+    idle_lock: int | None,
 ) -> None:
-    """Decrypt, verify, score and reconcile pending submissions into cases."""
+    """Decrypt, verify, score and reconcile pending submissions into cases.
+
+    Before each batch the worker checks for an admin lock (admin page, API, ``kintsugi lock``):
+    it then forgets its key (audited) and leaves encrypted submissions pending, without
+    unlocking from its passphrase file, until an admin unlocks the key again.
+    """
     from server.db import write_lock
-    from server.errors import ServerError
+    from server.errors import KeyLockedError, ServerError
     from server.services import custody
-    from server.services.reconcile import reconcile_pending
+    from server.services.cases import pending_backlog
+    from server.services.reconcile import ReconcileResult, reconcile_pending
 
     app = _app()
     database = app.extensions["kintsugi.db"]
     passphrase = read_passphrase(passphrase_file)
+    if idle_lock is None:
+        idle_lock = int(app.config["KEY_IDLE_SECONDS"])
+    shown_lock: list[Any] = [None]  # the admin lock last reported
 
-    def unlock() -> None:
-        with database.sessionmaker() as session:
-            try:
-                custody.unlock_project(
-                    session, project_id, passphrase, actor="worker", idle_seconds=idle_lock or 10**9
-                )
-            except ServerError as err:
-                session.commit()
-                raise click.ClickException(str(err)) from err
+    def prepare(first: bool) -> None:
+        """Honour an admin lock; unlock when there is encrypted work and no admin lock."""
+        with write_lock(app), database.sessionmaker() as session:
+            state = custody.honour_admin_lock(session, project_id, actor="worker")
+            if state.locked_at is None and not custody.is_unlocked(project_id):
+                if first or pending_backlog(session, project_id):
+                    try:
+                        custody.unlock_project(
+                            session, project_id, passphrase, actor="worker",
+                            idle_seconds=idle_lock or None, lift_admin_lock=False,
+                        )  # fmt: skip
+                    except KeyLockedError:
+                        pass  # an admin locked it just now: reported on the next check
+                    except ServerError as err:
+                        session.commit()
+                        raise click.ClickException(str(err)) from err
             session.commit()
+        if state.locked_at is not None and state.locked_at != shown_lock[0]:
+            click.echo(
+                f"project {project_id}: key locked by an admin at "
+                f"{state.locked_at:%Y-%m-%d %H:%M:%S} UTC"
+                + (" (this worker forgot it)" if state.forgot else "")
+                + "; encrypted submissions stay pending until an admin unlocks it"
+            )
+        elif state.locked_at is None and shown_lock[0] is not None:
+            click.echo(f"project {project_id}: an admin unlocked the key; decrypting again")
+        shown_lock[0] = state.locked_at
+
+    def one_pass(first: bool) -> ReconcileResult:
+        total = ReconcileResult()
+        while True:  # one batch at a time, each after a check for an admin lock
+            prepare(first)
+            first = False
+            result = reconcile_pending(
+                database.sessionmaker,
+                project_id,
+                config=app.config,
+                limit=batch,
+                batch=batch,
+                actor="worker",
+                write_lock=write_lock(app),
+            )
+            total.add(result)
+            if result.processed < batch or result.skipped_locked:
+                return total
 
     stopping = False
 
@@ -103,18 +188,10 @@ def reconcile_command(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        unlock()
+        first = True
         while True:
-            if not custody.is_unlocked(project_id):
-                unlock()
-            result = reconcile_pending(
-                database.sessionmaker,
-                project_id,
-                config=app.config,
-                batch=batch,
-                actor="worker",
-                write_lock=write_lock(app),
-            )
+            result = one_pass(first)
+            first = False
             if result.processed or once:
                 click.echo(
                     f"processed {result.processed}: {result.assessments} assessments, "
@@ -122,17 +199,62 @@ def reconcile_command(
                     f"{result.conflicts} conflicts, {result.mismatches} score mismatches"
                     + (f", {result.adopted} waiting orphans linked" if result.adopted else "")
                 )
+            if once and result.skipped_locked:
+                with database.sessionmaker() as session:
+                    waiting = pending_backlog(session, project_id)
+                click.echo(f"{waiting} encrypted submission(s) left pending: the key is locked")
             if once or stopping:
                 break
             time.sleep(interval)
     finally:
         try:
             if custody.is_unlocked(project_id):
-                with database.sessionmaker() as session:
-                    custody.lock_project(session, project_id, actor="worker")
+                with write_lock(app), database.sessionmaker() as session:
+                    custody.lock_project(session, project_id, actor="worker", everywhere=False)
                     session.commit()
         finally:
             database.engine.dispose()
+
+
+@click.group("submissions")
+def submissions_group() -> None:
+    """Work with stored submissions."""
+
+
+@submissions_group.command("retry")
+@click.option("--project", "project_id", required=True, type=int)
+@click.option("--instance-id", "instance_ids", required=True, multiple=True)
+def submissions_retry_command(project_id: int, instance_ids: tuple[str, ...]) -> None:
+    """Send quarantined submissions back to the reconciliation worker (audited).
+
+    Each becomes pending again (``pending_decryption`` when encrypted, else ``received``), its
+    quarantine review item is resolved as ``retry``, and the worker's next pass processes it.
+    """
+    from sqlalchemy import select
+
+    from server.errors import ServerError
+    from server.models import Form, Submission
+    from server.services.cases import retry_submission
+
+    app = _app()
+    with _session(app) as session:
+        done = []
+        for instance_id in instance_ids:
+            subs = session.scalars(
+                select(Submission)
+                .join(Form, Form.id == Submission.form_id)
+                .where(Form.project_id == project_id, Submission.instance_id == instance_id)
+            ).all()
+            if not subs:
+                raise click.ClickException(f"No submission {instance_id} in project {project_id}.")
+            for sub in subs:
+                try:
+                    done.append((instance_id, retry_submission(session, sub, actor="cli")))
+                except ServerError as err:
+                    raise click.ClickException(str(err)) from err
+        session.commit()
+    for instance_id, status in done:
+        click.echo(f"{instance_id}: {status}, the worker processes it on its next pass")
 
 
 @click.group("export")

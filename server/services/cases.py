@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
 from server.errors import NotFoundError, ServerError
-from server.models import Entity, Form, FormVersion, Submission
+from server.models import Entity, Form, FormVersion, Submission, SubmissionStatus
 from server.models_cases import Assessment as AssessmentRow
 from server.models_cases import AssessmentState, Case, CaseStatus
 from server.models_cases import ReviewItem as ReviewRow
@@ -38,6 +38,7 @@ __all__ = [
     "list_cases",
     "pending_backlog",
     "resolve_review_item",
+    "retry_submission",
     "review_queues",
 ]
 
@@ -335,7 +336,8 @@ def resolve_review_item(
     a conflict for review, one that repeats it a superseded duplicate; ``keep`` (conflict: keep this assessment, supersede the other one),
     ``discard`` (conflict: keep the other one), ``resolve`` (entity conflict: Central's "mark
     as resolved": clears the case entity's conflict and every open conflict item of the case),
-    ``dismiss`` (acknowledge: mismatch, quarantined, plaintext).
+    ``dismiss`` (acknowledge: mismatch, quarantined, plaintext), ``retry`` (quarantined: the
+    submission goes back to the reconciliation worker's queue, see :func:`retry_submission`).
     """
     from server.services.reconcile import adopt_waiting_orphans, refresh_case, settle_in_case
 
@@ -407,6 +409,11 @@ def resolve_review_item(
     elif item.kind == "entity_conflict" and action in ("resolve", "dismiss"):
         action = "resolve"
         _resolve_entity_conflict(session, item, actor)
+    elif item.kind == "quarantined" and action == "retry":
+        sub = session.get(Submission, item.submission_id) if item.submission_id else None
+        if sub is None:
+            raise ServerError("This item has no submission to retry.", http_status=400)
+        retry_submission(session, sub, actor=actor, item=item)
     elif action != "dismiss":
         raise ServerError(f"'{action}' does not apply to a {item.kind} item.", http_status=400)
     item.resolved_at = dt.datetime.now(dt.UTC)
@@ -415,6 +422,45 @@ def resolve_review_item(
     audit.record(
         session, actor, "review.resolve", f"review:{item.id}", kind=item.kind, resolution=action
     )
+
+
+def retry_submission(
+    session: Session, sub: Submission, *, actor: str, item: ReviewRow | None = None
+) -> str:
+    """Put a quarantined submission back in the reconciliation worker's queue (audited).
+
+    It becomes ``pending_decryption`` (encrypted and complete) or ``received`` again, without
+    its quarantine reason; the worker's next pass processes it, and should it fail again it is
+    quarantined again with a fresh review item. ``item`` (its open quarantine item) is resolved
+    by the caller; without one, the open item is resolved here as ``retry``. Returns the status.
+    """
+    if sub.status != SubmissionStatus.QUARANTINED.value:
+        raise ServerError(
+            f"Submission {sub.instance_id} is not quarantined (it is {sub.status}).",
+            http_status=400,
+        )
+    now = dt.datetime.now(dt.UTC)
+    encrypted_ready = sub.encrypted and sub.complete
+    sub.status = (
+        SubmissionStatus.PENDING_DECRYPTION if encrypted_ready else SubmissionStatus.RECEIVED
+    ).value
+    sub.quarantine_reason = None
+    sub.updated_at = now
+    if item is None:
+        for row in session.scalars(
+            select(ReviewRow).where(
+                ReviewRow.kind == "quarantined",
+                ReviewRow.submission_id == sub.id,
+                ReviewRow.resolved_at.is_(None),
+            )
+        ):
+            row.resolved_at, row.resolution, row.resolved_by = now, "retry", actor
+            audit.record(
+                session, actor, "review.resolve", f"review:{row.id}",
+                kind=row.kind, resolution="retry",
+            )  # fmt: skip
+    audit.record(session, actor, "submission.retry", f"submission:{sub.id}", status=sub.status)
+    return sub.status
 
 
 def _resolve_entity_conflict(session: Session, item: ReviewRow, actor: str) -> None:
@@ -548,12 +594,14 @@ def decrypt_notes_on_demand(
     decrypted is stored.
     """
     from server.blobs import make_blob_store
+    from server.services import custody
     from server.services.reconcile import plaintext_of
     from sync_protocol.envelope import parse_submission
 
     row = session.get(AssessmentRow, assessment_id)
     if row is None:
         raise NotFoundError(f"Assessment {assessment_id} does not exist.")
+    custody.honour_admin_lock(session, row.project_id, actor=actor)
     sub = session.get(Submission, row.submission_id)
     if store is None:
         from flask import current_app

@@ -208,5 +208,5 @@ def seed_demo(
         )
     finally:
         with database.sessionmaker() as session:
-            custody.lock_project(session, project_id, actor="setup")
+            custody.lock_project(session, project_id, actor="setup", everywhere=False)
             session.commit()

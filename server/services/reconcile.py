@@ -544,7 +544,8 @@ class _Batch:
         self.reviewed = set(
             session.execute(
                 select(ReviewItem.kind, ReviewItem.submission_id).where(
-                    ReviewItem.submission_id.in_([s.id for s in subs])
+                    ReviewItem.submission_id.in_([s.id for s in subs]),
+                    ReviewItem.resolved_at.is_(None),  # a retried submission gets fresh items
                 )
             )
         )

@@ -286,8 +286,13 @@ def key_status(db: Session, project: Project) -> dict[str, Any]:
         )
     )
     unlocked = False
+    locked_at = None
     try:
         custody = service("custody")
+        state = custody.honour_admin_lock(db, project.id, actor="web")
+        if state.forgot:
+            db.commit()  # keep the audit of forgetting the key
+        locked_at = state.locked_at
         unlocked = bool(custody.is_unlocked(project.id))
         cases = service("cases")
         pending = cases.pending_backlog(db, project.id)
@@ -299,6 +304,7 @@ def key_status(db: Session, project: Project) -> dict[str, Any]:
         "unlocked": unlocked,
         "pending_backlog": int(pending or 0),
         "key_fingerprint": key.fingerprint if key else None,
+        "locked_by_admin_at": locked_at,
     }
 
 
@@ -579,7 +585,8 @@ def _encrypted_project(db: Session, project_id: int) -> Project:
 
 @api(
     "POST", "/projects/<int:project_id>/key/unlock",
-    "Unlock the project key with its passphrase (decryption runs until locked)", ADMIN,
+    "Unlock the project key with its passphrase: opens it in this web process (on-demand notes) "
+    "and lifts an admin lock, so the reconciliation worker decrypts again", ADMIN,
     body=PassphraseSchema, response=KeyStatusSchema, tag="custody",
 )  # fmt: skip
 def key_unlock(db: Session, user: WebUser, project_id: int) -> Response:
@@ -587,14 +594,17 @@ def key_unlock(db: Session, user: WebUser, project_id: int) -> Response:
     data = body(PassphraseSchema)
     with commit_audit_on_failure(db):
         service("custody").unlock_project(
-            db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user)
-        )
+            db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user),
+            idle_seconds=current_app.config["KEY_IDLE_SECONDS"],
+        )  # fmt: skip
     db.commit()
     return dump(KeyStatusSchema, key_status(db, project))
 
 
 @api(
-    "POST", "/projects/<int:project_id>/key/lock", "Forget the unlocked key", ADMIN,
+    "POST", "/projects/<int:project_id>/key/lock",
+    "Lock the key everywhere: every process forgets it (the worker before its next batch) and "
+    "none unlocks on its own until an admin unlocks it again", ADMIN,
     response=KeyStatusSchema, tag="custody",
 )  # fmt: skip
 def key_lock(db: Session, user: WebUser, project_id: int) -> Response:
@@ -705,7 +715,7 @@ def assessment_in_project(db: Session, project_id: int, assessment_id: int) -> N
 
 @api(
     "POST", "/projects/<int:project_id>/review-items/<int:item_id>/resolve",
-    "Resolve a review item: link | create_case (orphan), keep | discard (conflict), resolve (entity conflict), dismiss",
+    "Resolve a review item: link | create_case (orphan), keep | discard (conflict), resolve (entity conflict), retry (quarantined: back to the worker's queue), dismiss",
     MANAGER, body=ReviewResolveSchema, status=204, tag="cases",
 )  # fmt: skip
 def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) -> Response:

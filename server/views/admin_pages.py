@@ -358,11 +358,21 @@ def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
     message = None
     if action == "unlock":
         with core.commit_audit_on_failure(db):
-            custody.unlock_project(db, p.id, passphrase, actor=core.actor(user))
-        message = "Key unlocked: pending submissions will now be decrypted."
+            custody.unlock_project(
+                db, p.id, passphrase, actor=core.actor(user),
+                idle_seconds=current_app.config["KEY_IDLE_SECONDS"],
+            )  # fmt: skip
+        waiting = core.key_status(db, p)["pending_backlog"]
+        message = (
+            f"Key unlocked. {waiting} submission(s) wait for decryption: the reconciliation "
+            "worker (kintsugi reconcile) decrypts them on its next pass; this page does not."
+        )
     elif action == "lock":
         custody.lock_project(db, p.id, actor=core.actor(user))
-        message = "Key locked: the server no longer holds it in memory."
+        message = (
+            "Key locked everywhere: this server forgot it, and the reconciliation worker forgets "
+            "it before its next batch. Submissions wait as pending until an admin unlocks it."
+        )
     elif action == "rotate":
         with core.commit_audit_on_failure(db):
             fp = custody.rotate_project_key(db, p.id, passphrase, actor=core.actor(user))

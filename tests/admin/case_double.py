@@ -163,13 +163,18 @@ class CaseWorld:
         return {"Safety note": "(fictional) Follow-up visit went well."}
 
     # ---- custody
-    def unlock_project(self, session: Any, project_id: int, passphrase: bytes, *, actor: str):
+    def unlock_project(self, session: Any, project_id: int, passphrase: bytes, *, actor: str,
+                       idle_seconds: float | None = None, lift_admin_lock: bool = True):  # fmt: skip
         if passphrase != b"correct passphrase":
             raise ProjectError("That passphrase does not unlock this project's key.")
         self.unlocked.add(project_id)
 
-    def lock_project(self, session: Any, project_id: int, *, actor: str) -> None:
+    def lock_project(self, session: Any, project_id: int, *, actor: str,
+                     everywhere: bool = True) -> None:  # fmt: skip
         self.unlocked.discard(project_id)
+
+    def honour_admin_lock(self, session: Any, project_id: int, *, actor: str) -> Any:
+        return types.SimpleNamespace(locked_at=None, forgot=False)  # no admin lock in force
 
     def is_unlocked(self, project_id: int) -> bool:
         return project_id in self.unlocked
@@ -206,7 +211,8 @@ def install(monkeypatch: Any, world: CaseWorld) -> None:
     for name, attrs in {
         "cases": ["list_cases", "get_case", "review_queues", "resolve_review_item", "aggregates",
                   "pending_backlog", "decrypt_notes_on_demand"],
-        "custody": ["unlock_project", "lock_project", "is_unlocked", "rotate_project_key"],
+        "custody": ["unlock_project", "lock_project", "is_unlocked", "rotate_project_key",
+                    "honour_admin_lock"],
         "export": ["export_cases"],
     }.items():  # fmt: skip
         mod = types.ModuleType(f"server.services.{name}")

@@ -46,12 +46,18 @@ def test_unlock_lock__admin__state_backlog_and_audit(
         assert ok.status_code == 200, ok.get_json()
         assert ok.get_json() | {"key_fingerprint": None} == {
             "encrypted": True, "unlocked": True, "pending_backlog": 0, "key_fingerprint": None,
+            "locked_by_admin_at": None,
         }  # fmt: skip
         state = api["manager"]("GET", f"/projects/{pid}/key").get_json()
         assert state["unlocked"] is True
 
         locked = api["admin"]("POST", f"/projects/{pid}/key/lock")
         assert locked.get_json()["unlocked"] is False
+        assert locked.get_json()["locked_by_admin_at"] is not None  # every process forgets it
         assert not custody.is_unlocked(pid)
+        lock_rows = db_session.scalars(select(AuditLog).where(AuditLog.action == "key.lock")).all()
+        assert [(a.actor, a.target, a.details) for a in lock_rows] == [
+            ("web:admin", f"project:{pid}", {"was_unlocked": True, "everywhere": True})
+        ]
     finally:
         custody.lock_all()

@@ -72,3 +72,15 @@ def test_create_app__does_not_migrate(tmp_path):
         assert inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_key_idle_seconds__env_and_default__seconds_or_refused(tmp_path) -> None:
+    """Should read KINTSUGI_KEY_IDLE_SECONDS (default 15 minutes) and refuse zero or junk."""
+    base = {"KINTSUGI_VAR_DIR": str(tmp_path)}
+    assert load_config(environ=base)["KEY_IDLE_SECONDS"] == 900
+    assert (
+        load_config(environ={**base, "KINTSUGI_KEY_IDLE_SECONDS": "60"})["KEY_IDLE_SECONDS"] == 60
+    )
+    for bad in ("0", "soon"):
+        with pytest.raises(ConfigError, match="KINTSUGI_KEY_IDLE_SECONDS"):
+            load_config(environ={**base, "KINTSUGI_KEY_IDLE_SECONDS": bad})

@@ -104,7 +104,7 @@ def empty_database_url(backend: str, tmp_path) -> Any:
 def test_migration_0005__existing_managers_and_viewers__keep_every_project(empty_database_url):
     """Should make each existing manager/viewer a member of each existing project with their
     role (nobody loses access at upgrade) and give admins no rows (they are site-wide)."""
-    from sqlalchemy import select
+    from sqlalchemy import select, text
     from sqlalchemy.orm import Session
 
     from server.models import Project, ProjectMembership, WebUser
@@ -117,7 +117,14 @@ def test_migration_0005__existing_managers_and_viewers__keep_every_project(empty
             for name in ("root", "mara", "vic"):
                 role = {"root": "admin", "mara": "manager", "vic": "viewer"}[name]
                 s.add(WebUser(username=name, role=role, password_hash="x"))
-            s.add_all([Project(name="North"), Project(name="South")])
+            # the table as of 0004 (the model has columns added later)
+            s.execute(
+                text(
+                    "INSERT INTO projects (name, encrypted, created_at) "
+                    "VALUES (:name, :no, CURRENT_TIMESTAMP)"
+                ),
+                [{"name": "North", "no": False}, {"name": "South", "no": False}],
+            )
             s.commit()
         db.upgrade(url)
         with Session(engine) as s:
