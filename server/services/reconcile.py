@@ -422,17 +422,41 @@ def _date(text: str | None) -> dt.date | None:
 
 
 def _canonical(
-    ratings: dict[str, Any], report: dict[str, Any], instrument_version: str | None
-) -> dict[str, Any]:
-    """Ratings keyed by current subdomain ids, through the declared version map."""
-    mapping = (
-        (report.get("version_map") or {}).get(instrument_version or "", {}).get("subdomains", {})
-    )
+    ratings: dict[str, Any], current: dict[str, Any], instrument_version: str | None
+) -> dict[str, Any] | None:
+    """Ratings keyed by the current instrument's subdomain ids, through its declared version
+    map; None when the current report declares no mapping from ``instrument_version``."""
+    mapping = (current.get("version_map") or {}).get(instrument_version or "")
+    if mapping is None:
+        return None
     out: dict[str, Any] = {}
     for key, value in ratings.items():
-        target = mapping.get(key, key)
+        target = mapping.get("subdomains", {}).get(key, key)
         for t in target if isinstance(target, list) else [target]:
             out.setdefault(t, value)
+    return out
+
+
+def _current_versions(session: Session, subs: list[Submission]) -> dict[int, _VersionInfo]:
+    """Per form, its newest published version with an instrument report (one query).
+
+    Assessments made with an older instrument version are scored on the newest one's
+    subdomains, through its declared version map, so a case's trend compares like with like.
+    """
+    form_ids = {s.form_id for s in subs}
+    out: dict[int, _VersionInfo] = {}
+    if not form_ids:
+        return out
+    rows = session.execute(
+        select(FormVersion.id, FormVersion.form_id)
+        .where(FormVersion.form_id.in_(form_ids))
+        .order_by(FormVersion.form_id, FormVersion.published_at.desc(), FormVersion.id.desc())
+    ).all()
+    for version_id, form_id in rows:
+        if form_id not in out:
+            info = version_info(session, version_id)
+            if info.report is not None:
+                out[form_id] = info
     return out
 
 
@@ -448,7 +472,12 @@ class _Decoded:
 
 
 def _decode(
-    session: Session, sub: Submission, project_id: int, raw: bytes, files: dict[str, bytes]
+    session: Session,
+    sub: Submission,
+    project_id: int,
+    raw: bytes,
+    files: dict[str, bytes],
+    current: _VersionInfo | None = None,
 ) -> _Decoded:
     """Decrypt, verify, parse and score one submission; touches no table (may raise KeyLockedError)."""
     try:
@@ -470,10 +499,16 @@ def _decode(
     data = read_assessment(instance.root, report)
     if data.consent != "yes":
         return decoded  # consent refused (or not recorded): only that is kept
-    ratings = _canonical(data.ratings, report, data.instrument_version)
-    scores = scorer.score(ratings)
+    # the device scored with its own form version: compare like with like
+    own = scorer.score(data.ratings)
+    ratings, scores = data.ratings, own
+    if current is not None and current.report is not report and current.scorer is not None:
+        if (current.report.get("instrument") or {}).get("version") != data.instrument_version:
+            mapped = _canonical(data.ratings, current.report, data.instrument_version)
+            if mapped is not None:  # the trend spans versions through the declared map
+                ratings, scores = mapped, current.scorer.score(mapped)
     flags: list[str] = []
-    for domain, score in scores.items():
+    for domain, score in own.items():
         device = data.device_scores.get(domain)
         if (score is None) != (device is None) or (
             score is not None and device is not None and abs(score - device) > SCORE_TOLERANCE
@@ -747,6 +782,7 @@ def reconcile_batch(
         todo = [s for s in subs if s.id not in done]
         raws = read_many(store, [s.xml_blob_key for s in todo]) if todo else {}
         files = _files(session, store, todo)
+        current = _current_versions(session, todo)
         decoded: list[_Decoded] = []
         for sub in subs:
             if sub.id in done:
@@ -755,7 +791,14 @@ def reconcile_batch(
                 continue
             try:
                 decoded.append(
-                    _decode(session, sub, project_id, raws[sub.xml_blob_key], files.get(sub.id, {}))
+                    _decode(
+                        session,
+                        sub,
+                        project_id,
+                        raws[sub.xml_blob_key],
+                        files.get(sub.id, {}),
+                        current.get(sub.form_id),
+                    )
                 )
             except KeyLockedError:
                 result.skipped_locked += 1
