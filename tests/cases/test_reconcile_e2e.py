@@ -74,17 +74,26 @@ def test_reconcile__field_season__cases_scores_order_flags_and_queues(
     field.send(case_code="KE-0002", point="intake", date="2026-02-01", ratings=second, entity_id=ent2,
                device_scores=wrong, notes={"MEN": "fictional sensitive note"})  # fmt: skip
 
+    # a third case: its 6-month shows safety dropping by 2 (a regression), keyed in twice
+    ent3 = str(uuid.uuid4())
+    field.send(case_code="KE-0003", point="intake", date="2026-02-01", ratings=ratings_for(r, "3"),
+               entity_id=ent3)  # fmt: skip
+    drop = ratings_for(r, {"SAF": "1"})
+    for _ in range(2):  # the same assessment under two instanceIDs: a duplicate, not a conflict
+        field.send(case_code="KE-0003", point="six_month", date="2026-08-01", ratings=drop,
+                   entity_id=ent3, base_version=1)  # fmt: skip
+
     with db_session.bind.connect() as conn:
         pending = conn.execute(select(Submission.status)).scalars().all()
-    assert pending.count("pending_decryption") == 7
+    assert pending.count("pending_decryption") == 10
 
     # while locked nothing happens; the backlog is visible
-    assert case_services.pending_backlog(db_session, field.project_id) == 7
+    assert case_services.pending_backlog(db_session, field.project_id) == 10
 
     result = runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
                            str(field.passphrase_file), "--once")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "processed 7" in result.output
+    assert "processed 10" in result.output
     assert PASSPHRASE not in result.output
 
     db_session.expire_all()
@@ -122,10 +131,30 @@ def test_reconcile__field_season__cases_scores_order_flags_and_queues(
         len(queues["score_mismatches"]) == 1 and "KE-0002" in queues["score_mismatches"][0].summary
     )
     assert queues["quarantined"] == []
+    # the case list: the conflicting 6-month came from a device at version 1 while the server
+    # had moved on (hard: it sent other scores); the duplicate one sent what the server had
+    # (soft)
+    entity_items = sorted(i.summary for i in queues["entity_conflicts"])
+    assert len(entity_items) == 2
+    assert "KE-0001: hard conflict" in entity_items[0]
+    assert "KE-0003: soft conflict" in entity_items[1]
+
+    third = _case(db_session, field.project_id, "KE-0003")
+    assert "regression" in third.flags and third.assessment_count == 2
+    third_rows = case_services.get_case(db_session, third.id).assessments
+    assert sorted(a.state for a in third_rows) == ["active", "active", "superseded"]
+    # KE-0002 had its intake on 2026-02-01 and nothing since: its 6-month review is overdue
+    second_case = case_services.get_case(
+        db_session, _case(db_session, field.project_id, "KE-0002").id
+    )
+    assert second_case.next_due == "2026-08-02" and second_case.due == "overdue"
+    assert "overdue" in second_case.flags and second_case.change_since_intake["SAF"] is None
 
     # the cases entity list served to devices carries the latest state, with a version
     entity = db_session.scalar(select(Entity).where(Entity.uuid == ent))
-    assert entity.label == "KE-0001" and entity.version >= 2
+    # v1 the intake's create; the annual and its edit named versions the device never had
+    # (server versions 2 and 3, audited as entity.error); the conflicting 6-month applied as 4
+    assert entity.label == "KE-0001" and entity.version == 4 and entity.conflict == "hard"
     assert entity.properties["last_assessment_date"] == "2027-01-15"
     assert entity.properties["score_SAF"] == "4.00"
 
@@ -142,10 +171,11 @@ def test_reconcile__field_season__cases_scores_order_flags_and_queues(
     assert {"key.unlock", "submission.decrypt", "notes.decrypt", "key.lock"} <= set(actions)
 
     # re-running is idempotent
+    last_id = db_session.scalar(select(Assessment.id).order_by(Assessment.id.desc()))
     again = runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
                           str(field.passphrase_file), "--once")  # fmt: skip
     assert "processed 0" in again.output
-    assert db_session.scalar(select(Assessment.id).order_by(Assessment.id.desc())) == row.id
+    assert db_session.scalar(select(Assessment.id).order_by(Assessment.id.desc())) == last_id
 
 
 def runner_config(runner) -> dict:
