@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # An unlocked project key is forgotten after this many seconds without use (server.services
     # .custody): the web tier's unlocks, and the default of ``kintsugi reconcile --idle-lock``.
     "KEY_IDLE_SECONDS": 15 * 60,
+    # An offline entity update waits this many days for its predecessor in the device's branch
+    # before it is applied against the latest version (Central: 5; services.entity_versions).
+    "ENTITY_BACKLOG_DAYS": 5.0,
 }
 
 #: Every environment variable the server reads: name -> (config key, converter).
@@ -84,6 +87,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
     "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
     "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
+    "KINTSUGI_ENTITY_BACKLOG_DAYS": ("ENTITY_BACKLOG_DAYS", float),
 }
 
 
@@ -119,6 +123,8 @@ def load_config(
         cfg["BLOB_BACKEND"] = "postgres" if is_postgres(cfg["DATABASE_URL"]) else "local"
     if int(cfg["KEY_IDLE_SECONDS"]) < 1:
         raise ConfigError("KINTSUGI_KEY_IDLE_SECONDS must be at least 1 (seconds)")
+    if float(cfg["ENTITY_BACKLOG_DAYS"]) < 0:
+        raise ConfigError("KINTSUGI_ENTITY_BACKLOG_DAYS must be 0 or more (days)")
     if cfg["BLOB_BACKEND"] not in {"local", "postgres"}:
         raise ConfigError("KINTSUGI_BLOB_BACKEND must be 'local' or 'postgres'")
     if cfg["BLOB_BACKEND"] == "postgres" and not is_postgres(cfg["DATABASE_URL"]):

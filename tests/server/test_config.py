@@ -84,3 +84,14 @@ def test_key_idle_seconds__env_and_default__seconds_or_refused(tmp_path) -> None
     for bad in ("0", "soon"):
         with pytest.raises(ConfigError, match="KINTSUGI_KEY_IDLE_SECONDS"):
             load_config(environ={**base, "KINTSUGI_KEY_IDLE_SECONDS": bad})
+
+
+def test_entity_backlog_days__env_and_default__days_or_refused(tmp_path) -> None:
+    """Should read KINTSUGI_ENTITY_BACKLOG_DAYS (default 5, as Central) and refuse junk."""
+    base = {"KINTSUGI_VAR_DIR": str(tmp_path)}
+    assert load_config(environ=base)["ENTITY_BACKLOG_DAYS"] == 5.0
+    env = {**base, "KINTSUGI_ENTITY_BACKLOG_DAYS": "0.5"}
+    assert load_config(environ=env)["ENTITY_BACKLOG_DAYS"] == 0.5
+    for bad in ("-1", "a week"):
+        with pytest.raises(ConfigError, match="KINTSUGI_ENTITY_BACKLOG_DAYS"):
+            load_config(environ={**base, "KINTSUGI_ENTITY_BACKLOG_DAYS": bad})
