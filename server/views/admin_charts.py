@@ -84,7 +84,7 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
                 labels.append(p.label)
     labels.sort()
     n = max(len(labels), 1)
-    width, left, right, top = 860, 48, 300, 36
+    width, left, right, top = 920, 48, 360, 36  # room for the longest domain name
     plot_h = 240
     height = top + plot_h + 56
     plot_w = width - left - right
