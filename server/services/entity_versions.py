@@ -188,17 +188,18 @@ class EntityBook:
         uuids = {u for u in uuids if u and u not in self.entities}
         if not uuids:
             return
-        for entity in self.session.scalars(
+        found = self.session.scalars(
             select(Entity).where(
                 Entity.project_id == self.project_id,
                 Entity.dataset == DATASET,
                 Entity.uuid.in_(uuids),
             )
-        ):
+        ).all()
+        for entity in found:
             self.entities[entity.uuid] = entity
             self.versions[entity.uuid] = []
-        if self.entities:
-            by_id = {e.id: e.uuid for e in self.entities.values()}
+        if found:
+            by_id = {e.id: e.uuid for e in found}
             for v in self.session.scalars(
                 select(EntityVersion)
                 .where(EntityVersion.entity_id.in_(by_id))
@@ -300,6 +301,8 @@ class EntityBook:
     def _base(self, entity: Entity, ch: EntityUpdate, *, force: bool) -> EntityVersion | None:
         """Central's ``_computeBaseVersion``; None when the update must wait in the backlog."""
         versions = self.versions[entity.uuid]
+        if not versions:  # not possible after migration 0007; never guess a base
+            raise _Error("the case entity has no version history on this server")
         if ch.branch_id is None:
             found = next((v for v in versions if v.version == ch.base_version), None)
             if found is None:
