@@ -8,8 +8,8 @@
 * ``review_items``: the unique (kind, submission_id) becomes unique among *open* items only, so
   a retried submission that is quarantined again gets a fresh item next to the resolved one.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-28
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 import server.db
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
