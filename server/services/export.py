@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from server.models_cases import Assessment, AssessmentState, Case
 
-__all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases"]
+__all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases", "iter_csv"]
 
 LONG_COLUMNS = [
     "case_code", "instance_id", "assessment_date", "collection_point", "casework_type",
@@ -104,6 +104,28 @@ def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any
         yield [*_BASE, "score"] if wide else LONG_COLUMNS
 
 
+def _csv_chunks(session: Session, project_id: int, wide: bool) -> Iterator[tuple[bytes, int]]:
+    """UTF-8 CSV in pieces of about ``_CHUNK`` rows, each with the data rows written so far."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    count = -1  # the header is not a data row
+    for record in _records(session, project_id, wide):
+        writer.writerow(record)
+        count += 1
+        if count and count % _CHUNK == 0:
+            yield buf.getvalue().encode("utf-8"), count
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode("utf-8"), max(count, 0)
+
+
+def iter_csv(session: Session, project_id: int, *, wide: bool = False) -> Iterator[bytes]:
+    """The CSV export as it is produced (for a streamed download): the header, then rows."""
+    for chunk, _ in _csv_chunks(session, project_id, wide):
+        if chunk:
+            yield chunk
+
+
 def export_cases(
     session: Session,
     project_id: int,
@@ -134,16 +156,10 @@ def export_cases(
                 progress(count)
         wb.save(out)
     elif fmt == "csv":
-        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-        writer = csv.writer(text)
-        for i, record in enumerate(_records(session, project_id, wide)):
-            writer.writerow(record)
-            if i:
-                count += 1
-                if progress and count % _CHUNK == 0:
-                    progress(count)
-        text.flush()
-        text.detach()
+        for chunk, count in _csv_chunks(session, project_id, wide):
+            out.write(chunk)
+            if progress:
+                progress(count)
     else:
         raise ValueError(f"unknown export format {fmt!r} (csv or xlsx)")
     if progress:
