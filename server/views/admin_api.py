@@ -757,28 +757,31 @@ EXPORT_TYPES = {
 }
 
 
-def _then_close(db: Session, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """``chunks``, then the read transaction ends (and the connection goes back to the pool) as
-    soon as the last row is out, not only when the server closes the response."""
-    try:
-        yield from chunks
-    finally:
-        db.close()
+def _csv_stream(project_id: int, wide: bool) -> Iterator[bytes]:
+    """The CSV export read in a session of its own, opened at the first piece and closed after
+    the last (or when the server closes the response): no request context needed meanwhile."""
+    sessionmaker = current_app.extensions["kintsugi.db"].sessionmaker
+    export = service("export")
+
+    def pieces() -> Iterator[bytes]:
+        with sessionmaker() as session:
+            yield from export.iter_csv(session, project_id, wide=wide)
+
+    return pieces()
 
 
 def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide: bool) -> Any:
     """Send the export as a download, streamed (audited before the first byte leaves).
 
-    CSV is a generator response: rows go out as they are read from the database (the request's
-    session stays open until the last one). XLSX is a zip whose directory comes last, so it is
-    written to an anonymous temporary file (gone when closed, also on error) and that is
-    streamed. ``X-Row-Count`` and the audited ``rows`` are the data rows: counted when the XLSX
+    CSV is a generator response: rows go out as they are read from the database. XLSX is a zip
+    whose directory comes last, so it is written to an anonymous temporary file (gone when
+    closed, also on error) and that is streamed. ``X-Row-Count`` and the audited ``rows`` are the data rows: counted when the XLSX
     is written; for CSV by a count just before the rows are read (a reconciliation committing in
     between can add rows to the file that the count did not see).
     """
     import tempfile
 
-    from flask import send_file, stream_with_context
+    from flask import send_file
 
     from server.services import audit
 
@@ -806,8 +809,7 @@ def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide
             db, actor(user), "export.download", f"project:{project.id}", fmt=fmt, rows=rows
         )
         db.commit()
-        chunks = _then_close(db, export.iter_csv(db, project.id, wide=wide))
-        resp = Response(stream_with_context(chunks), content_type=EXPORT_TYPES[fmt])
+        resp = Response(_csv_stream(project.id, wide), content_type=EXPORT_TYPES[fmt])
     resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     resp.headers["X-Row-Count"] = str(rows)
     resp.headers["Cache-Control"] = "no-store"
