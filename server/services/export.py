@@ -1,8 +1,11 @@
 """Case exports: long (one row per assessment x domain) or wide (one row per assessment).
 
 Rows are streamed from the database in chunks (server-side cursor on PostgreSQL) and written
-as they come, so a million assessments export in bounded memory. XLSX uses openpyxl's
-write-only mode for the same reason.
+as they come, so a million assessments export in bounded memory (measured: ``bench/export.py``).
+XLSX uses openpyxl's write-only mode for the same reason. An Excel sheet holds at most
+1,048,576 rows, so an XLSX export that has more continues on further sheets
+("assessments (2)", ...), each with the header row: a million assessments in long format
+(one row per domain) span several sheets, never a truncated one.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import io
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from server.models_cases import Assessment, AssessmentState, Case
 
-__all__ = ["LONG_COLUMNS", "export_cases"]
+__all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases", "iter_csv"]
 
 LONG_COLUMNS = [
     "case_code", "instance_id", "assessment_date", "collection_point", "casework_type",
@@ -34,17 +37,38 @@ _BASE = [
     "state",
 ]
 _CHUNK = 1000
+XLSX_MAX_ROWS = 1_048_576  # Excel's rows per sheet, the header row included
+_SHEET = "assessments"
 
 
-def _rows(session: Session, project_id: int) -> Iterator[tuple[Assessment, str]]:
-    stmt = (
-        select(Assessment, Case.case_code)
-        .join(Case, Case.id == Assessment.case_id)
-        .where(Assessment.project_id == project_id, Assessment.state != AssessmentState.ORPHAN)
-        .order_by(Case.case_code, Assessment.assessment_date, Assessment.id)
-        .execution_options(yield_per=_CHUNK, stream_results=True)
+def _exported(stmt: Any, project_id: int) -> Any:
+    return stmt.join(Case, Case.id == Assessment.case_id).where(
+        Assessment.project_id == project_id, Assessment.state != AssessmentState.ORPHAN
     )
-    yield from session.execute(stmt)
+
+
+def _rows(session: Session, project_id: int) -> Iterator[Any]:
+    # plain columns, not ORM entities: a million rows never build a million Assessment objects
+    # (nor load device_scores, survivor_view, flags, which the export does not show)
+    stmt = _exported(
+        select(
+            Case.case_code, Assessment.instance_id, Assessment.assessment_date,
+            Assessment.collection_point, Assessment.casework_type, Assessment.office,
+            Assessment.instrument_version, Assessment.state, Assessment.scores,
+            Assessment.ratings,
+        ),
+        project_id,
+    ).order_by(Case.case_code, Assessment.assessment_date, Assessment.id)  # fmt: skip
+    yield from session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
+
+
+def count_rows(session: Session, project_id: int, *, wide: bool = False) -> int:
+    """The number of data rows :func:`export_cases` writes now (without reading the rows)."""
+    stmt = select(func.count()).select_from(Assessment)
+    if not wide:  # a row per key of scores: json_each is a table function in both databases
+        keys = func.json_each(Assessment.scores).table_valued("key").alias("score_keys")
+        stmt = stmt.join(keys, true())
+    return session.scalar(_exported(stmt, project_id)) or 0
 
 
 def _fmt(value: Any) -> Any:
@@ -57,17 +81,8 @@ def _fmt(value: Any) -> Any:
 
 def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any]]:
     domains: list[str] | None = None
-    for a, code in _rows(session, project_id):
-        base = [
-            code,
-            a.instance_id,
-            a.assessment_date,
-            a.collection_point,
-            a.casework_type,
-            a.office,
-            a.instrument_version,
-            a.state,
-        ]
+    for a in _rows(session, project_id):
+        base = list(a[:8])
         if wide:
             if domains is None:
                 domains = list(a.scores)
@@ -89,6 +104,28 @@ def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any
         yield [*_BASE, "score"] if wide else LONG_COLUMNS
 
 
+def _csv_chunks(session: Session, project_id: int, wide: bool) -> Iterator[tuple[bytes, int]]:
+    """UTF-8 CSV in pieces of about ``_CHUNK`` rows, each with the data rows written so far."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    count = -1  # the header is not a data row
+    for record in _records(session, project_id, wide):
+        writer.writerow(record)
+        count += 1
+        if count and count % _CHUNK == 0:
+            yield buf.getvalue().encode("utf-8"), count
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode("utf-8"), max(count, 0)
+
+
+def iter_csv(session: Session, project_id: int, *, wide: bool = False) -> Iterator[bytes]:
+    """The CSV export as it is produced (for a streamed download): the header, then rows."""
+    for chunk, _ in _csv_chunks(session, project_id, wide):
+        if chunk:
+            yield chunk
+
+
 def export_cases(
     session: Session,
     project_id: int,
@@ -104,25 +141,25 @@ def export_cases(
         from openpyxl import Workbook
 
         wb = Workbook(write_only=True)
-        ws = wb.create_sheet("assessments")
-        for i, record in enumerate(_records(session, project_id, wide)):
+        records = _records(session, project_id, wide)
+        header = next(records)
+        ws, used = wb.create_sheet(_SHEET), 1
+        ws.append(header)
+        for record in records:
+            if used == XLSX_MAX_ROWS:  # full: go on on a new sheet, never past Excel's limit
+                ws, used = wb.create_sheet(f"{_SHEET} ({len(wb.worksheets) + 1})"), 1
+                ws.append(header)
             ws.append(record)
-            if i:
-                count += 1
-                if progress and count % _CHUNK == 0:
-                    progress(count)
+            used += 1
+            count += 1
+            if progress and count % _CHUNK == 0:
+                progress(count)
         wb.save(out)
     elif fmt == "csv":
-        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-        writer = csv.writer(text)
-        for i, record in enumerate(_records(session, project_id, wide)):
-            writer.writerow(record)
-            if i:
-                count += 1
-                if progress and count % _CHUNK == 0:
-                    progress(count)
-        text.flush()
-        text.detach()
+        for chunk, count in _csv_chunks(session, project_id, wide):
+            out.write(chunk)
+            if progress:
+                progress(count)
     else:
         raise ValueError(f"unknown export format {fmt!r} (csv or xlsx)")
     if progress:

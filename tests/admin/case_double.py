@@ -205,6 +205,14 @@ class CaseWorld:
         out.write(text.getvalue().encode("utf-8"))
         return len(rows)
 
+    def count_rows(self, session: Any, project_id: int, *, wide: bool = False) -> int:
+        return sum(1 for c in self.cases.values() if c.project_id == project_id)
+
+    def iter_csv(self, session: Any, project_id: int, *, wide: bool = False) -> Any:
+        out = io.BytesIO()
+        self.export_cases(session, project_id, out, wide=wide)
+        yield from out.getvalue().splitlines(keepends=True)
+
 
 def install(monkeypatch: Any, world: CaseWorld) -> None:
     """Put the double in ``sys.modules`` as the three service modules."""
@@ -213,7 +221,7 @@ def install(monkeypatch: Any, world: CaseWorld) -> None:
                   "pending_backlog", "decrypt_notes_on_demand"],
         "custody": ["unlock_project", "lock_project", "is_unlocked", "rotate_project_key",
                     "honour_admin_lock"],
-        "export": ["export_cases"],
+        "export": ["export_cases", "count_rows", "iter_csv"],
     }.items():  # fmt: skip
         mod = types.ModuleType(f"server.services.{name}")
         for attr in attrs:

@@ -168,3 +168,105 @@ def test_export_wide__documented_and_served_one_row_per_assessment(
     login(client, "manager")
     page = client.get(f"/admin/projects/{world.project_a}/export").data.decode()
     assert "one row per case" not in page
+
+
+def _assessments(app: Any, project_id: int) -> list[Any]:
+    from sqlalchemy import select
+
+    from server.models_cases import Assessment
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        return list(s.scalars(select(Assessment).where(
+            Assessment.project_id == project_id, Assessment.state != "orphan"
+        ).order_by(Assessment.assessment_date)))  # fmt: skip
+
+
+def _audited_rows(app: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from server.models import AuditLog
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        logs = s.scalars(select(AuditLog).where(AuditLog.action == "export.download"))
+        return [(log.actor, log.details["fmt"], log.details["rows"]) for log in logs]
+
+
+def test_export_csv__streamed_rows_are_the_assessments(
+    app: Any, api: dict[str, Api], world: World, caseload: dict[str, int], monkeypatch: Any
+) -> None:
+    """Should stream the CSV in pieces (not build it in memory) with the headers and audit of a
+    download, one row per assessment x domain holding the stored scores."""
+    from server.services import export
+
+    monkeypatch.setattr(export, "_CHUNK", 1)  # a piece per row: the response must be a stream
+    resp = api["manager"]("GET", f"/projects/{world.project_a}/export?format=csv")
+    assert resp.status_code == 200 and resp.is_streamed
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(
+        rf'attachment; filename="kintsugi-project{world.project_a}-cases-long-\d{{8}}\.csv"',
+        resp.headers["Content-Disposition"],
+    )
+    assert resp.headers["Cache-Control"] == "no-store"
+    pieces = list(resp.response)
+    resp.close()
+    assert len(pieces) > 2
+    rows = list(csv.DictReader(io.StringIO(b"".join(pieces).decode())))
+    want = [
+        (a.case_code, a.instance_id, a.assessment_date.isoformat(), a.collection_point, d, s)
+        for a in _assessments(app, world.project_a) for d, s in a.scores.items()
+    ]  # fmt: skip
+    got = [(r["case_code"], r["instance_id"], r["assessment_date"], r["collection_point"],
+            r["domain"], float(r["score"])) for r in rows]  # fmt: skip
+    assert got == want and len(got) == 2 * 3
+    assert resp.headers["X-Row-Count"] == "6"
+    assert _audited_rows(app) == [("web:manager", "csv", 6)]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_export_xlsx__streamed_from_a_temporary_file(
+    app: Any, client: Any, world: World, caseload: dict[str, int], wide: bool, monkeypatch: Any
+) -> None:
+    """Should stream the XLSX from a temporary file that is gone afterwards (page download),
+    with the assessments' values in it."""
+    import tempfile
+
+    from openpyxl import load_workbook
+
+    made = []
+    real = tempfile.TemporaryFile
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", spy)
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}/export?format=xlsx" + ("&wide=1" if wide else "")
+    resp = client.get(path)
+    assert resp.status_code == 200 and resp.is_streamed
+    assert resp.headers["Content-Type"].startswith("application/vnd.openxmlformats")
+    kind = "wide" if wide else "long"
+    assert re.fullmatch(
+        rf'attachment; filename="kintsugi-project{world.project_a}-cases-{kind}-\d{{8}}\.xlsx"',
+        resp.headers["Content-Disposition"],
+    )
+    data = resp.get_data()
+    resp.close()
+    assert len(made) == 1 and made[0].closed  # the temporary file is closed, hence deleted
+    workbook = load_workbook(io.BytesIO(data), read_only=True)
+    rows = list(workbook["assessments"].iter_rows(values_only=True))
+    workbook.close()
+    header, rows = rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    assessments = _assessments(app, world.project_a)
+    if wide:
+        assert [(r["case_code"], r["instance_id"], r["collection_point"]) for r in rows] == [
+            (a.case_code, a.instance_id, a.collection_point) for a in assessments
+        ]
+        for r, a in zip(rows, assessments, strict=True):
+            assert {d: r[f"score_{d}"] for d in a.scores} == a.scores
+    else:
+        assert "domain" in header and "score" in header
+        assert [(r["instance_id"], r["domain"], r["score"]) for r in rows] == [
+            (a.instance_id, d, s) for a in assessments for d, s in a.scores.items()
+        ]
+    assert _audited_rows(app) == [("web:manager", "xlsx", len(rows))]

@@ -131,3 +131,46 @@ def test_reconcile__two_workers_at_once__every_submission_exactly_once(field, ap
     assert db_session.scalar(select(func.count(Assessment.id))) == 10
     statuses = db_session.scalars(select(Submission.status)).all()
     assert statuses == ["decrypted"] * 10
+
+
+def test_export_xlsx__more_rows_than_a_sheet_holds__continues_on_new_sheets(
+    field, runner, app, monkeypatch
+):
+    """Should split an XLSX past Excel's row limit across sheets (each with the header), never
+    truncate; the rows in order are the CSV's, and count_rows predicts the count."""
+    from server.services import export
+
+    _season(field)
+    assert runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
+                         str(field.passphrase_file), "--once").exit_code == 0  # fmt: skip
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", 10)  # header + 9 data rows per sheet
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        for wide, want in ((False, 36), (True, 6)):
+            assert export.count_rows(s, field.project_id, wide=wide) == want
+            csv_out, xlsx_out = io.BytesIO(), io.BytesIO()
+            assert export.export_cases(s, field.project_id, csv_out, wide=wide) == want
+            n = export.export_cases(s, field.project_id, xlsx_out, fmt="xlsx", wide=wide)
+            assert n == want
+            workbook = load_workbook(xlsx_out, read_only=True)
+            sheets = [list(ws.iter_rows(values_only=True)) for ws in workbook.worksheets]
+            workbook.close()
+            names = ["assessments"] + [f"assessments ({i})" for i in range(2, len(sheets) + 1)]
+            assert workbook.sheetnames == names and len(sheets) == -(-want // 9)
+            header = sheets[0][0]
+            assert all(len(rows) <= 10 and rows[0] == header for rows in sheets)
+            data = [row for rows in sheets for row in rows[1:]]
+            expected = list(csv.reader(io.StringIO(csv_out.getvalue().decode())))
+            assert list(header) == expected[0]
+            assert [[_cell(v) for v in row] for row in data] == [
+                [_cell(v) for v in row] for row in expected[1:]
+            ]
+
+
+def _cell(value):
+    """A spreadsheet cell and a CSV field compared alike (Excel keeps 1.0 as the number 1)."""
+    if value is None or value == "":
+        return ""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
