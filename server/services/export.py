@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
+from server.models import Form, FormVersion
 from server.models_cases import Assessment, AssessmentState, Case
 
 __all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases", "iter_csv"]
@@ -79,14 +80,38 @@ def _fmt(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def _wide_columns(session: Session, project_id: int) -> tuple[list[str], list[str]]:
+    """Domains and subdomains of every form version of the project, newest version first.
+
+    Every assessment's values get a column, whichever instrument version it was made with
+    (mapped versions are stored under the current ids; unmapped ones keep their own).
+    """
+    reports = session.scalars(
+        select(FormVersion.report)
+        .join(Form, Form.id == FormVersion.form_id)
+        .where(Form.project_id == project_id, FormVersion.report.is_not(None))
+        .order_by(FormVersion.published_at.desc(), FormVersion.id.desc())
+    )
+    domains: dict[str, None] = {}
+    subs: dict[str, None] = {}
+    for report in reports:
+        for d in (report or {}).get("domains") or []:
+            domains.setdefault(d["id"])
+            for s in d.get("subdomains") or []:
+                subs.setdefault(s)
+    return list(domains), list(subs)
+
+
 def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any]]:
     domains: list[str] | None = None
+    known = _wide_columns(session, project_id) if wide else ([], [])  # before the stream opens
     for a in _rows(session, project_id):
         base = list(a[:8])
         if wide:
             if domains is None:
-                domains = list(a.scores)
-                subs = sorted(a.ratings)
+                domains, subs = known
+                domains += [d for d in a.scores if d not in domains]
+                subs += sorted(s for s in a.ratings if s not in subs)
                 yield [*_BASE, *(f"score_{d}" for d in domains), *(f"rating_{s}" for s in subs)]
             yield (
                 [_fmt(v) for v in base]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import csv
 import datetime as dt
+import io
 import uuid
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -89,3 +91,39 @@ def test_trend__pilot_intake_and_current_follow_up__scored_on_one_basis(
     legal = [point[1] for point in detail["series"]["LEG"]]
     assert legal == [2.0, expected_scores(field.report, six)["LEG"]]
     assert detail["change_since_intake"]["LEG"] == legal[1] - legal[0]
+
+
+def test_wide_export__an_unmapped_older_version_first__every_column_kept(
+    field, reconcile, runner, db_session, tmp_path
+):
+    """Should give every subdomain of every form version its column in the wide export, even
+    when the first row exported comes from a version the current one declares no map for."""
+    current = db_session.scalar(select(FormVersion).where(FormVersion.report.is_not(None)))
+    older = _pilot_report(field.report) | {"version": "2024-trial"}
+    older["instrument"] = {**older["instrument"], "version": "0.8.0"}  # not in version_map
+    db_session.add(FormVersion(
+        form_id=current.form_id, version=older["version"], title=current.title,
+        xml=b"<trial/>", md5="1" * 32, key_fingerprint=current.key_fingerprint,
+        public_key_b64=current.public_key_b64, report=older,
+        published_at=current.published_at - dt.timedelta(days=700),
+    ))  # fmt: skip
+    db_session.commit()
+    public = load_der_public_key(base64.b64decode(current.public_key_b64))
+    iid, xml = instance_xml(older, case_code="KE-0001", point="intake", date="2025-01-10",
+                            ratings=ratings_for(older, "2") | {"LEGCASE": "1"},
+                            entity_id=str(uuid.uuid4()))  # fmt: skip
+    field.post(*encrypted_upload(older, public, iid, xml))
+    now = ratings_for(field.report, "3") | {"LEG2": "4"}
+    field.send(case_code="KE-0002", point="intake", date="2026-01-10", ratings=now,
+               entity_id=str(uuid.uuid4()))  # fmt: skip
+    reconcile()
+
+    out = tmp_path / "wide.csv"
+    result = runner.invoke("export", "cases", "--project", str(field.project_id), "--format",
+                           "csv", "--wide", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["case_code"] for r in rows] == ["KE-0001", "KE-0002"]
+    assert rows[0]["rating_LEGCASE"] == "1" and rows[0]["rating_LEG2"] == ""
+    assert rows[1]["rating_LEG2"] == "4" and rows[1]["rating_LEGCASE"] == ""
+    assert float(rows[1]["score_LEG"]) == expected_scores(field.report, now)["LEG"]
