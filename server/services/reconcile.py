@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, inspect, literal, or_, select, union_all
@@ -347,7 +350,8 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
     :raises UnusableSubmissionError: undecryptable, or the signature is not VALID
     """
     raw = read_all(store, sub.xml_blob_key)
-    return _plaintext(session, sub, project_id, raw, lambda: _files(session, store, [sub])[sub.id])
+    info = version_info(session, sub.form_version_id)
+    return _plaintext(info, sub, project_id, raw, lambda: _files(session, store, [sub])[sub.id])
 
 
 def _files(session: Session, store: Any, subs: list[Submission]) -> dict[int, dict[str, bytes]]:
@@ -374,7 +378,7 @@ def _files(session: Session, store: Any, subs: list[Submission]) -> dict[int, di
 
 
 def _plaintext(
-    session: Session,
+    info: _VersionInfo,
     sub: Submission,
     project_id: int,
     raw: bytes,
@@ -390,7 +394,7 @@ def _plaintext(
         raise UnusableSubmissionError(
             "the submission was marked encrypted but its manifest is plaintext"
         )
-    fingerprint = version_info(session, sub.form_version_id).fingerprint
+    fingerprint = info.fingerprint
     if not fingerprint:
         raise UnusableSubmissionError("the form version has no encryption key on record")
     try:
@@ -472,16 +476,20 @@ class _Decoded:
 
 
 def _decode(
-    session: Session,
+    info: _VersionInfo,
     sub: Submission,
     project_id: int,
     raw: bytes,
     files: dict[str, bytes],
     current: _VersionInfo | None = None,
 ) -> _Decoded:
-    """Decrypt, verify, parse and score one submission; touches no table (may raise KeyLockedError)."""
+    """Decrypt, verify, parse and score one submission (may raise KeyLockedError).
+
+    Touches neither the session nor a table, so the worker runs several at once in threads:
+    the RSA work releases the GIL, and overlaps the parsing and scoring of the others.
+    """
     try:
-        xml = _plaintext(session, sub, project_id, raw, lambda: files)
+        xml = _plaintext(info, sub, project_id, raw, lambda: files)
         instance = parse_submission(xml)
         if not isinstance(instance, PlainInstance):
             raise UnusableSubmissionError("the decrypted data is not a form instance")
@@ -492,7 +500,6 @@ def _decode(
     except ProtocolError as err:
         return _Decoded(sub, quarantine=f"the decrypted instance cannot be read: {err}")
     decoded = _Decoded(sub, instance=instance)
-    info = version_info(session, sub.form_version_id)
     report, scorer = info.report, info.scorer
     if report is None or scorer is None:
         return decoded  # not an instrument form: stored, nothing to score
@@ -756,6 +763,31 @@ def _draw_ids(session: Session, objects: list[Any]) -> None:
             obj.id = new_id
 
 
+#: threads that decrypt, verify and score a batch's submissions side by side (RSA releases the
+#: GIL); 1 runs them one after another
+DECODE_THREADS = max(1, min(2, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+
+
+def _run_all(jobs: list[Callable[[], _Decoded]]) -> Iterator[_Decoded | BaseException]:
+    """Each job's result or exception, in order; several at once when threads are allowed."""
+    global _pool
+    if DECODE_THREADS <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _settle(job)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="kintsugi-decode")
+    yield from _pool.map(_settle, jobs)
+
+
+def _settle(job: Callable[[], _Decoded]) -> _Decoded | BaseException:
+    try:
+        return job()
+    except Exception as err:  # handed back to the batch, which decides
+        return err
+
+
 def reconcile_batch(
     session: Session,
     store: Any,
@@ -783,26 +815,24 @@ def reconcile_batch(
         raws = read_many(store, [s.xml_blob_key for s in todo]) if todo else {}
         files = _files(session, store, todo)
         current = _current_versions(session, todo)
+        infos = {fv: version_info(session, fv) for fv in {s.form_version_id for s in todo}}
+        jobs = [
+            partial(_decode, infos[sub.form_version_id], sub, project_id, raws[sub.xml_blob_key],
+                    files.get(sub.id, {}), current.get(sub.form_id))
+            for sub in todo
+        ]  # fmt: skip
         decoded: list[_Decoded] = []
         for sub in subs:
             if sub.id in done:
                 result.processed += 1
                 sub.status = DECRYPTED if sub.encrypted else RECONCILED
-                continue
-            try:
-                decoded.append(
-                    _decode(
-                        session,
-                        sub,
-                        project_id,
-                        raws[sub.xml_blob_key],
-                        files.get(sub.id, {}),
-                        current.get(sub.form_id),
-                    )
-                )
-            except KeyLockedError:
+        for outcome in _run_all(jobs):
+            if isinstance(outcome, KeyLockedError):
                 result.skipped_locked += 1
                 break
+            if isinstance(outcome, BaseException):
+                raise outcome
+            decoded.append(outcome)
             result.processed += 1
         batch.load(subs, [d.assessment for d in decoded if d.assessment is not None])
         for d in decoded:
