@@ -133,12 +133,11 @@ def ingest(app, n: int) -> tuple[int, bytes, dict]:
 
 
 def _worker(url: str, tmp: str, pid: int, batch: int, threads: int, barrier, queue) -> None:
-    from server.services import custody, reconcile
+    from server.services import custody
     from server.services.reconcile import reconcile_pending
 
-    reconcile.DECODE_THREADS = threads
-
     app = _app(url, tmp)
+    app.config["RECONCILE_THREADS"] = threads
     sm = app.extensions["kintsugi.db"].sessionmaker
     with sm() as s:
         custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
@@ -297,11 +296,9 @@ def main() -> None:
         print(
             f"like-for-like limit (the signature check is a 2nd RSA decrypt): {like:.0f}/s per core"
         )
-        from server.services.reconcile import DECODE_THREADS
-
-        # one decode thread per worker is how every worker ran before threads; the default
-        # lets a worker's RSA work (which releases the GIL) overlap its parsing and writing
-        configs = ((1, 1), (1, DECODE_THREADS), (2, 1), (2, DECODE_THREADS))
+        # RECONCILE_THREADS (default 1): with 2, a worker's RSA work (which releases the GIL)
+        # overlaps its parsing and writing
+        configs = ((1, 1), (1, 2), (2, 1), (2, 2))
         for i, (workers, threads) in enumerate(configs):
             if i:
                 reset(app)

@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # An offline entity update waits this many days for its predecessor in the device's branch
     # before it is applied against the latest version (Central: 5; services.entity_versions).
     "ENTITY_BACKLOG_DAYS": 5.0,
+    # Threads per reconciliation worker that decrypt, verify and score side by side (RSA-OAEP
+    # releases the GIL). 1 is best when workers already fill the cores; 2 helps one worker on a
+    # machine with a core to spare (bench/reconcile.py: +3-11 %).
+    "RECONCILE_THREADS": 1,
 }
 
 #: Every environment variable the server reads: name -> (config key, converter).
@@ -88,6 +92,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
     "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
     "KINTSUGI_ENTITY_BACKLOG_DAYS": ("ENTITY_BACKLOG_DAYS", float),
+    "KINTSUGI_RECONCILE_THREADS": ("RECONCILE_THREADS", int),
 }
 
 
@@ -123,6 +128,8 @@ def load_config(
         cfg["BLOB_BACKEND"] = "postgres" if is_postgres(cfg["DATABASE_URL"]) else "local"
     if int(cfg["KEY_IDLE_SECONDS"]) < 1:
         raise ConfigError("KINTSUGI_KEY_IDLE_SECONDS must be at least 1 (seconds)")
+    if int(cfg["RECONCILE_THREADS"]) < 1:
+        raise ConfigError("KINTSUGI_RECONCILE_THREADS must be at least 1")
     if float(cfg["ENTITY_BACKLOG_DAYS"]) < 0:
         raise ConfigError("KINTSUGI_ENTITY_BACKLOG_DAYS must be 0 or more (days)")
     if cfg["BLOB_BACKEND"] not in {"local", "postgres"}:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -196,6 +195,7 @@ def reconcile_pending(
         (uploads included) takes, so a worker never makes an upload wait on "database is locked"
     """
     total = ReconcileResult()
+    threads = max(1, int(config.get("RECONCILE_THREADS", 1)))
     while limit is None or total.processed < limit:
         size = batch if limit is None else min(batch, limit - total.processed)
         with write_lock or nullcontext(), session_factory() as session:
@@ -206,7 +206,8 @@ def reconcile_pending(
             result = ReconcileResult()
             try:
                 with session.begin_nested():
-                    reconcile_batch(session, store, project_id, claimed, result=result, actor=actor)
+                    reconcile_batch(session, store, project_id, claimed, result=result,
+                                    actor=actor, threads=threads)  # fmt: skip
             except SQLAlchemyError:
                 raise  # the database itself failed: the batch rolls back, rows stay pending
             except Exception as err:  # redo one by one: only the culprit is quarantined
@@ -763,22 +764,21 @@ def _draw_ids(session: Session, objects: list[Any]) -> None:
             obj.id = new_id
 
 
-#: threads that decrypt, verify and score a batch's submissions side by side (RSA releases the
-#: GIL); 1 runs them one after another
-DECODE_THREADS = max(1, min(2, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
-def _run_all(jobs: list[Callable[[], _Decoded]]) -> Iterator[_Decoded | BaseException]:
-    """Each job's result or exception, in order; several at once when threads are allowed."""
-    global _pool
-    if DECODE_THREADS <= 1 or len(jobs) <= 1:
+def _run_all(
+    jobs: list[Callable[[], _Decoded]], threads: int
+) -> Iterator[_Decoded | BaseException]:
+    """Each job's result or exception, in order; ``threads`` at once (RSA releases the GIL)."""
+    if threads <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield _settle(job)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="kintsugi-decode")
-    yield from _pool.map(_settle, jobs)
+    pool = _pools.get(threads)
+    if pool is None:
+        pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="kintsugi-decode")
+    yield from pool.map(_settle, jobs)
 
 
 def _settle(job: Callable[[], _Decoded]) -> _Decoded | BaseException:
@@ -796,11 +796,13 @@ def reconcile_batch(
     *,
     result: ReconcileResult,
     actor: str = "worker",
+    threads: int = 1,
 ) -> None:
     """Reconcile claimed submissions in arrival order, inside the caller's transaction.
 
     Idempotent per submission: one that already has its assessment is only marked done.
     Submissions after one whose key is locked stay pending (``result.skipped_locked``).
+    ``threads`` decrypt, verify and score side by side (``RECONCILE_THREADS``).
     """
     batch = _Batch(session, project_id, result, actor)
     with session.no_autoflush:
@@ -826,7 +828,7 @@ def reconcile_batch(
             if sub.id in done:
                 result.processed += 1
                 sub.status = DECRYPTED if sub.encrypted else RECONCILED
-        for outcome in _run_all(jobs):
+        for outcome in _run_all(jobs, threads):
             if isinstance(outcome, KeyLockedError):
                 result.skipped_locked += 1
                 break

@@ -121,18 +121,21 @@ def _reset(session) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_reconcile__batch_of_one_vs_whole_season__identical_cases_and_queues(field, app, seed):
-    """Should give the same cases, assessments, entity versions and queues whatever the batch size."""
+    """Should give the same cases, assessments, entity versions and queues whatever the batch
+    size and however many threads decode it."""
     sent = _messy_season(field, random.Random(seed))
     sessionmaker = app.extensions["kintsugi.db"].sessionmaker
     with sessionmaker() as s:
         custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
         s.commit()
     snapshots, results = [], []
-    for batch in (1, 500):
+    # one at a time, then the whole season in one batch decoded on two threads
+    for batch, threads in ((1, 1), (500, 2)):
         with sessionmaker() as s:
             _reset(s)
+        config = {**app.config, "RECONCILE_THREADS": threads}
         results.append(
-            reconcile_pending(sessionmaker, field.project_id, config=app.config, batch=batch)
+            reconcile_pending(sessionmaker, field.project_id, config=config, batch=batch)
         )
         with sessionmaker() as s:
             snapshots.append(_snapshot(s))

@@ -95,3 +95,14 @@ def test_entity_backlog_days__env_and_default__days_or_refused(tmp_path) -> None
     for bad in ("-1", "a week"):
         with pytest.raises(ConfigError, match="KINTSUGI_ENTITY_BACKLOG_DAYS"):
             load_config(environ={**base, "KINTSUGI_ENTITY_BACKLOG_DAYS": bad})
+
+
+def test_reconcile_threads__env_and_default__count_or_refused(tmp_path) -> None:
+    """Should read KINTSUGI_RECONCILE_THREADS (default 1) and refuse zero or junk."""
+    base = {"KINTSUGI_VAR_DIR": str(tmp_path)}
+    assert load_config(environ=base)["RECONCILE_THREADS"] == 1
+    env = {**base, "KINTSUGI_RECONCILE_THREADS": "2"}
+    assert load_config(environ=env)["RECONCILE_THREADS"] == 2
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match="KINTSUGI_RECONCILE_THREADS"):
+            load_config(environ={**base, "KINTSUGI_RECONCILE_THREADS": bad})
