@@ -57,6 +57,9 @@ class Role(enum.StrEnum):
 #: Submission.flags values
 FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM = "plaintext_for_encrypted_form"
 FLAG_DISCARDED_PARTS = "discarded_unexpected_parts"
+#: a plaintext submission to an encrypted form, encrypted by the server to the form's key
+#: before anything was stored (services.submissions)
+FLAG_ENCRYPTED_ON_ARRIVAL = "encrypted_on_arrival"
 
 
 class Project(Base):

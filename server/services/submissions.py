@@ -14,8 +14,13 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
   has the data, but a worker may delete it after seeing the error; the copy means nothing is lost.
 * **Accept but flag**: a plaintext submission to a form version that declares a public key (Collect
   sends plaintext when its crypto provider is missing) gets the flag
-  ``plaintext_for_encrypted_form``; unexpected parts next to an encrypted envelope (plaintext
-  leftovers Collect failed to delete) are discarded and flagged ``discarded_unexpected_parts``.
+  ``plaintext_for_encrypted_form``. When the upload is whole (not split with ``*isIncomplete*``)
+  the server encrypts it to the form version's key exactly as Collect would have, before
+  anything is stored, and flags it ``encrypted_on_arrival`` too: its notes and media are never
+  at rest in the clear, and it waits for the key like any encrypted submission. (A split
+  upload is stored as sent: its later parts could not join one encrypted envelope.)
+  Unexpected parts next to an encrypted envelope (plaintext leftovers Collect failed to
+  delete) are discarded and flagged ``discarded_unexpected_parts``.
 
 Idempotency per (form, instanceID): identical XML bytes → merge the attachments that are new →
 201; different bytes → 409. Split uploads (``*isIncomplete*``) merge the same way. Two identical
@@ -24,12 +29,14 @@ POSTs at once produce one row: the unique index decides and the loser retries as
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -41,6 +48,7 @@ from server.db import utcnow
 from server.errors import BadSubmissionError, ForbiddenError, SubmissionConflictError
 from server.models import (
     FLAG_DISCARDED_PARTS,
+    FLAG_ENCRYPTED_ON_ARRIVAL,
     FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM,
     Form,
     FormState,
@@ -50,6 +58,7 @@ from server.models import (
     SubmissionAttachment,
     SubmissionStatus,
 )
+from sync_protocol.crypto import encrypt_submission
 from sync_protocol.errors import ProtocolError
 
 
@@ -143,6 +152,9 @@ class Prepared:
     part_keys: dict[str, str]  # part name -> blob key
     incomplete: bool  # the request carried *isIncomplete*
     written: list[tuple[int, str]] | None = None  # (size, sha256) when written ahead
+    #: encrypted on arrival: the plaintext parts, should the row turn out to be an earlier
+    #: plaintext part of a split upload (they are merged as sent, like it)
+    plain: tuple[dict[str, bytes], dict[str, int | None]] | None = None
 
 
 def receive_submission(
@@ -301,7 +313,14 @@ def prepare_submission(
     if len(kept) != len(upload.parts):
         flags.append(FLAG_DISCARDED_PARTS)
 
-    xml_sha = _sha256(upload.xml)
+    xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
+    stored_xml, plain = upload.xml, None
+    if not encrypted and version_key and not upload.incomplete:
+        plain = (kept, positions)
+        stored_xml, kept = _encrypt_on_arrival(upload.xml, parsed, version_key, kept)
+        encrypted = True
+        positions = {name: i for i, name in enumerate(kept)}  # media first, the XML last
+        flags.append(FLAG_ENCRYPTED_ON_ARRIVAL)
     all_present = not encrypted or len(kept) == len(positions)
     complete = all_present and not upload.incomplete
     status = SubmissionStatus.RECEIVED.value
@@ -320,18 +339,34 @@ def prepare_submission(
         "complete": complete,
         "xml_blob_key": xml_key,
         "xml_sha256": xml_sha,
-        "xml_size": len(upload.xml),
+        "xml_size": len(stored_xml),
         "app_user_id": upload.app_user_id,
         "web_user_id": upload.web_user_id,
         "device_id": (upload.device_id or None) and upload.device_id[:255],
         "user_agent": (upload.user_agent or None) and upload.user_agent[:255],
     }
     part_keys = {name: new_key("attachments") for name in kept}
-    items = [(xml_key, upload.xml)] + [(part_keys[n], data) for n, data in kept.items()]
+    items = [(xml_key, stored_xml)] + [(part_keys[n], data) for n, data in kept.items()]
     prepared = Prepared(values, kept, positions, flags, items, part_keys, upload.incomplete)
+    prepared.plain = plain
     if not getattr(store, "transactional", False):
         prepared.written = put_many(store, items)
     return prepared
+
+
+def _encrypt_on_arrival(
+    xml: bytes, parsed: Any, public_key_b64: str, media: dict[str, bytes]
+) -> tuple[bytes, dict[str, bytes]]:
+    """(manifest, encrypted files) as Collect would have uploaded this plaintext submission."""
+    public = load_der_public_key(base64.b64decode(public_key_b64))
+    return encrypt_submission(
+        xml,
+        public,
+        form_id=parsed.form_id,
+        version=parsed.version,
+        instance_id=parsed.instance_id,
+        media=media,
+    )
 
 
 def write_submission(session: Session, store: BlobStore, prepared: Prepared) -> Receipt:
@@ -472,6 +507,14 @@ def _insert_submission(session: Session, **values: Any) -> int | None:
 def _merge(session: Session, store: BlobStore, sub: Submission, prepared: Prepared) -> Receipt:
     """Add the parts ``sub`` does not have yet (resends and split uploads)."""
     kept, positions, flags = prepared.kept, prepared.positions, prepared.flags
+    if prepared.plain is not None and not sub.encrypted:
+        # the last part of a split plaintext upload: its earlier parts were stored as sent
+        (kept, positions), flags = (
+            prepared.plain,
+            [f for f in flags if f != FLAG_ENCRYPTED_ON_ARRIVAL],
+        )
+    elif sub.encrypted and not prepared.values["encrypted"]:
+        kept = {}  # plaintext parts never join an encrypted copy (it holds them already)
     by_name = {a.name: a for a in sub.attachments}
     for name, data in kept.items():
         att = by_name.get(name)

@@ -69,11 +69,15 @@ FLAG_EXPLANATIONS = {
     FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM: (
         "Arrived unencrypted although the form is encrypted. The device probably had an old "
         "copy of the form without the key, or was set up by hand. The answers were readable "
-        "in transit and are stored as sent: check the device, update its forms, and review "
-        "this submission before using it."
+        "in transit: check the device, update its forms, and review this submission before "
+        "using it."
     ),
     "discarded_unexpected_parts": (
         "The upload carried extra files the form does not ask for; they were not kept."
+    ),
+    "encrypted_on_arrival": (
+        "The server encrypted it to the form's key before storing it, as the device should "
+        "have: it is kept only encrypted and waits for the key like any encrypted submission."
     ),
 }
 

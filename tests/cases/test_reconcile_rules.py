@@ -12,6 +12,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from server.models import Submission
 from server.models_cases import Assessment, Case
 from tests.cases.fieldwork import ratings_for
 
@@ -153,3 +154,26 @@ def test_linking_an_orphan__same_point_and_date__conflict_or_duplicate(
                           ("six_month", "conflict")]  # fmt: skip
         assert len(conflicts) == 1 and "KE-0730" in conflicts[0]["summary"]
     assert case.assessment_count == 2 and case.latest_scores["SAF"] == 3.0
+
+
+def test_plaintext_to_encrypted_form__waits_for_the_key_then_counts_and_is_queued(
+    field, reconcile, admin_api, db_session
+):
+    """Should treat an assessment a tablet sent unencrypted like an encrypted one once the
+    server encrypted it on arrival: pending until the key is unlocked, then in its case, and
+    in the plaintext-for-encrypted-form queue for an admin to follow up with the device."""
+    from tests.cases.fieldwork import instance_xml
+
+    r, ent = field.report, str(uuid.uuid4())
+    iid, xml = instance_xml(r, case_code="KE-0740", point="intake", date="2026-01-10",
+                            entity_id=ent, ratings=ratings_for(r, "2"),
+                            notes={"SAF": "fictional note sent in the clear"})  # fmt: skip
+    assert field.collect.submit(xml).status_code == 201
+    db_session.expire_all()
+    sub = db_session.scalar(select(Submission).where(Submission.instance_id == iid))
+    assert sub.encrypted and sub.status == "pending_decryption"
+    reconcile()
+    case = _case(db_session, "KE-0740")
+    assert case.assessment_count == 1 and case.latest_scores["SAF"] == 2.0
+    [item] = admin_api("GET", "/review-queues").get_json()["plaintext_for_encrypted_form"]
+    assert iid in item["summary"]

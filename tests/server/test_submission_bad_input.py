@@ -53,13 +53,14 @@ def test_plain_submission__with_photo__201_and_photo_stored(household, db_sessio
 def test_plain_submission__to_encrypted_form_version__accepted_and_flagged(
     app, field, vectors, db_session
 ):
-    """Should accept plaintext for a keyed form (Collect's fallback) but flag it for admins."""
+    """Should accept plaintext for a keyed form (Collect's fallback), flag it for admins, and
+    keep it only encrypted (tests/server/test_encrypt_on_arrival.py checks the ciphertext)."""
     v = next(x for x in vectors if x.name == "gen-01-small-text")
     publish(app, field.project_id, v.form_xml)
     plain = (v.path / "plaintext" / "submission.xml").read_bytes()
     assert field.collect.submit(plain).status_code == 201
     sub = db_session.scalars(select(Submission)).one()
-    assert "plaintext_for_encrypted_form" in sub.flags and not sub.encrypted
+    assert "plaintext_for_encrypted_form" in sub.flags and sub.encrypted
 
 
 def test_submission__missing_xml_part__400_nothing_stored(household, db_session):
