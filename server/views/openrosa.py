@@ -310,6 +310,7 @@ def attachment(project_id: int, xml_form_id: str, name: str, token: str | None =
             get_session(), caller.project, att.dataset, _entity_properties(version), _csv_cache()
         )
         resp = Response(body, content_type="text/csv; charset=utf-8")
+        resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
         resp.set_etag(digest[4:])
         return resp.make_conditional(request)
     if not att.blob_key:

@@ -16,6 +16,8 @@ def _cases_csv(field) -> tuple[list[dict[str, str]], str]:
         f"{field.collect.base}/forms/{field.report['form_id']}/attachments/cases.csv"
     )
     assert resp.status_code == 200, resp.data
+    assert resp.headers["Content-Type"].startswith("text/csv")
+    assert resp.headers["Content-Disposition"] == "attachment; filename*=UTF-8''cases.csv"
     return list(csv.DictReader(io.StringIO(resp.get_data(as_text=True)))), resp.headers["ETag"]
 
 
