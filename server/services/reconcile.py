@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import func, inspect, literal, or_, select, union_all
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
@@ -196,12 +197,12 @@ def reconcile_pending(
     """
     total = ReconcileResult()
     threads = max(1, int(config.get("RECONCILE_THREADS", 1)))
-    while limit is None or total.processed < limit:
-        size = batch if limit is None else min(batch, limit - total.processed)
+
+    def one_batch(size: int) -> ReconcileResult | None:
         with write_lock or nullcontext(), session_factory() as session:
             claimed = _claim(session, project_id, size)
             if not claimed:
-                break
+                return None
             store = make_blob_store(config, session)
             result = ReconcileResult()
             try:
@@ -216,13 +217,25 @@ def reconcile_pending(
                 )
                 result = _one_by_one(session, store, project_id, claimed, actor)
             session.commit()
+            return result
+
+    while limit is None or total.processed < limit:
+        size = batch if limit is None else min(batch, limit - total.processed)
+        result = _retrying_races(lambda: one_batch(size))  # noqa: B023 (called at once)
+        if result is None:
+            break
         total.add(result)
         if result.skipped_locked or result.processed == 0:
             break
     if total.assessments:
-        with write_lock or nullcontext(), session_factory() as session:
-            total.adopted += adopt_waiting_orphans(session, project_id)
-            session.commit()
+
+        def adopt() -> int:
+            with write_lock or nullcontext(), session_factory() as session:
+                adopted = adopt_waiting_orphans(session, project_id)
+                session.commit()
+                return adopted
+
+        total.adopted += _retrying_races(adopt)
     days = float(config.get("ENTITY_BACKLOG_DAYS", BACKLOG_DAYS))
     with write_lock or nullcontext(), session_factory() as session:
         force_held_entity_updates(
@@ -230,6 +243,28 @@ def reconcile_pending(
         )
         session.commit()
     return total
+
+
+_RACE_CODES = {"40P01", "40001", "23505"}  # deadlock, serialization failure, unique violation
+
+
+def _retrying_races(work: Callable[[], Any], attempts: int = 3) -> Any:
+    """Run ``work`` (one transaction), again if it lost a race with another worker.
+
+    Two workers can still collide where no row exists yet to lock (the same new case made by
+    two intakes at once) or lock in an order PostgreSQL resolves as a deadlock. The loser's
+    transaction rolls back whole - its submissions stay pending - and is simply run again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except (IntegrityError, OperationalError) as err:
+            code = getattr(getattr(err, "orig", None), "sqlstate", None)
+            if code not in _RACE_CODES or attempt == attempts:
+                raise
+            log.warning("lost a race with another worker (%s); running the batch again", code)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def force_held_entity_updates(
@@ -618,12 +653,20 @@ class _Batch:
         for a in successors:
             self.by_deprecated.setdefault(a.deprecated_id, a)
         case_ids = {a.case_id for a in [*previous, *successors] if a.case_id}
-        cases = session.scalars(
-            select(Case).where(
+        stmt = (
+            select(Case)
+            .where(
                 Case.project_id == pid,
                 or_(Case.entity_uuid.in_(uuids), Case.case_code.in_(codes), Case.id.in_(case_ids)),
             )
-        ).all()
+            .order_by(Case.id)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # another worker's batch touching one of these cases commits first; what is read
+            # next (assessments, entity versions) then includes its work (in id order: no
+            # deadlock between two batches)
+            stmt = stmt.with_for_update(of=Case)
+        cases = session.scalars(stmt).all()
         for case in cases:
             self._index(case)
         if cases:
@@ -1111,6 +1154,8 @@ def refresh_case(
     held entity update waited too long and is applied anyway (``forced``).
     """
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":  # as a worker's batch locks it
+        session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
     rows = session.execute(
         select(Assessment, Submission.form_version_id)
         .join(Submission, Submission.id == Assessment.submission_id)

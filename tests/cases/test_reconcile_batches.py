@@ -197,3 +197,61 @@ def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, a
     assert case.assessment_count == 2 and case.latest_date.isoformat() == "2027-07-01"
     states = db_session.scalars(select(Assessment.state).where(Assessment.case_id == case.id))
     assert sorted(states) == ["active", "active"]
+
+
+def test_two_workers_on_one_case__second_waits_and_sees_the_first(field, app, db_session, backend):
+    """Should make a worker whose batch touches a case another worker's batch is changing wait
+    for it, then build on it: no case state computed from a stale view, no clash of entity
+    versions (PostgreSQL: row locks; SQLite runs one worker at a time)."""
+    if backend != "postgres":
+        pytest.skip("several workers run at once on PostgreSQL only; SQLite has one writer")
+    import threading
+    import time
+
+    from server.blobs import make_blob_store
+    from server.services.reconcile import ReconcileResult as Result
+    from server.services.reconcile import _claim, reconcile_batch
+
+    r, ent = field.report, str(uuid.uuid4())
+    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+    with sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    field.send(case_code="KE-0950", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "1"), branch_id=str(uuid.uuid4()))  # fmt: skip
+    reconcile_pending(sessionmaker, field.project_id, config=app.config)
+    field.send(case_code="KE-0950", point="six_month", date="2026-07-10", entity_id=ent,
+               ratings=ratings_for(r, "2"), base_version=1, trunk_version=1,
+               branch_id=str(uuid.uuid4()))  # fmt: skip
+    field.send(case_code="KE-0950", point="annual", date="2027-01-10", entity_id=ent,
+               ratings=ratings_for(r, "3"), base_version=2, trunk_version=2,
+               branch_id=str(uuid.uuid4()))  # fmt: skip
+
+    first = sessionmaker()
+    [six] = _claim(first, field.project_id, 1)
+    reconcile_batch(
+        first, make_blob_store(app.config, first), field.project_id, [six], result=Result()
+    )  # fmt: skip  (flushed, not committed: the case is locked)
+    done: list[Result] = []
+    second = threading.Thread(
+        target=lambda: done.append(
+            reconcile_pending(sessionmaker, field.project_id, config=app.config)
+        )
+    )
+    second.start()
+    time.sleep(0.5)
+    assert second.is_alive() and not done  # waiting for the first worker's case
+    first.commit()
+    first.close()
+    second.join(timeout=30)
+    assert done and done[0].processed == 1
+
+    db_session.expire_all()
+    case = db_session.scalar(select(Case).where(Case.case_code == "KE-0950"))
+    assert case.assessment_count == 3 and case.latest_date.isoformat() == "2027-01-10"
+    entity = db_session.scalar(select(Entity).where(Entity.uuid == ent))
+    versions = db_session.scalars(
+        select(EntityVersion.version).where(EntityVersion.entity_id == entity.id)
+    ).all()
+    assert sorted(versions) == [1, 2, 3] and entity.version == 3
+    assert entity.properties["last_assessment_date"] == "2027-01-10"
