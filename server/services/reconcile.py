@@ -30,8 +30,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -821,7 +821,14 @@ def _run_all(
     pool = _pools.get(threads)
     if pool is None:
         pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="kintsugi-decode")
-    yield from pool.map(_settle, jobs)
+    futures = [pool.submit(_settle, job) for job in jobs]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:  # the batch stopped early (a locked key): no job may outlive it
+        for future in futures:
+            future.cancel()
+        wait(futures)
 
 
 def _settle(job: Callable[[], _Decoded]) -> _Decoded | BaseException:
@@ -871,14 +878,15 @@ def reconcile_batch(
             if sub.id in done:
                 result.processed += 1
                 sub.status = DECRYPTED if sub.encrypted else RECONCILED
-        for outcome in _run_all(jobs, threads):
-            if isinstance(outcome, KeyLockedError):
-                result.skipped_locked += 1
-                break
-            if isinstance(outcome, BaseException):
-                raise outcome
-            decoded.append(outcome)
-            result.processed += 1
+        with closing(_run_all(jobs, threads)) as outcomes:
+            for outcome in outcomes:
+                if isinstance(outcome, KeyLockedError):
+                    result.skipped_locked += 1
+                    break
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                decoded.append(outcome)
+                result.processed += 1
         batch.load(subs, [d.assessment for d in decoded if d.assessment is not None])
         for d in decoded:
             _apply(batch, d)
@@ -954,6 +962,9 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         batch.supersede(a, successor)
         return
     previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
+    if previous is not None and previous.state == AssessmentState.ORPHAN:
+        _supersede_orphan(batch, previous, a)  # the edit of an orphan replaces it as an orphan
+        previous = None
     case = batch.case_of(previous) if previous is not None else None
     case = case or batch.find_case(a.entity_uuid, a.case_code)
     taken = batch.by_code.get(a.case_code) if case is None and a.case_code else None
@@ -991,6 +1002,25 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
     _refresh(
         batch.session, case, _ordered(active, batch.seq), batch.form_version, batch.book, change
     )
+
+
+def _supersede_orphan(batch: _Batch, orphan: Assessment, edit: Assessment) -> None:
+    """An orphan's edit arrived: the orphan is history, its review item settled; the edit
+    takes its place (joining the case, or waiting as an orphan itself)."""
+    batch.supersede(orphan, edit)
+    batch.orphans = [o for o in batch.orphans if o is not orphan]
+    item = batch.orphan_items.pop(orphan, None)
+    if item is None and orphan.id is not None:
+        item = batch.session.scalar(
+            select(ReviewItem).where(
+                ReviewItem.kind == "orphan",
+                ReviewItem.assessment_id == orphan.id,
+                ReviewItem.resolved_at.is_(None),
+            )
+        )
+    if item is not None and item.resolved_at is None:
+        item.resolved_at = dt.datetime.now(dt.UTC)
+        item.resolution, item.resolved_by = "superseded_by_edit", "worker"
 
 
 def _orphan_summary(a: Assessment, taken: Case | None) -> str:

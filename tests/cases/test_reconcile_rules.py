@@ -177,3 +177,34 @@ def test_plaintext_to_encrypted_form__waits_for_the_key_then_counts_and_is_queue
     assert case.assessment_count == 1 and case.latest_scores["SAF"] == 2.0
     [item] = admin_api("GET", "/review-queues").get_json()["plaintext_for_encrypted_form"]
     assert iid in item["summary"]
+
+
+@pytest.mark.parametrize("runs", ["one run", "a run after each upload"])
+def test_edit_of_an_orphan__replaces_it__one_assessment_joins_the_case(
+    field, reconcile, admin_api, db_session, runs
+):
+    """Should supersede an orphan by its edit (date and ratings corrected), so that when the
+    intake arrives only the edit joins the case, and no orphan is left for an admin."""
+    r, ent = field.report, str(uuid.uuid4())
+    original, *_ = field.send(case_code="KE-0760", point="six_month", date="2026-07-05",
+                              entity_id=ent, ratings=ratings_for(r, "2"))  # fmt: skip
+    if runs != "one run":
+        reconcile()
+    edit, *_ = field.send(case_code="KE-0760", point="six_month", date="2026-07-06",
+                          entity_id=ent, ratings=ratings_for(r, "3"), deprecated_id=original)  # fmt: skip
+    if runs != "one run":
+        reconcile()
+    field.send(case_code="KE-0760", point="intake", date="2026-01-05", entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+
+    case = _case(db_session, "KE-0760")
+    assert case.assessment_count == 2 and case.latest_date == dt.date(2026, 7, 6)
+    assert case.latest_scores["SAF"] == 3.0
+    by_iid = {
+        a.instance_id: a
+        for a in db_session.scalars(select(Assessment).where(Assessment.case_code == "KE-0760"))
+    }
+    assert by_iid[original].state == "superseded"
+    assert by_iid[original].superseded_by_id == by_iid[edit].id
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
