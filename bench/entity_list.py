@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import random
-import secrets
 import shutil
 import statistics
 import sys
@@ -32,45 +30,26 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-ADMIN_URL = os.environ.get(
-    "KINTSUGI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+sys.path.insert(0, str(REPO / "bench"))
 PASSPHRASE = b"benchmark passphrase (fictional)"
 CONTEXT = "kenya-police-abuse"
 
 
 def _fresh_postgres() -> tuple[str, Callable[[], None]] | None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    """A fresh PostgreSQL database (bench/reconcile.py's), or None when it is not reachable."""
+    from reconcile import _fresh_database
 
-    admin = make_url(ADMIN_URL)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    name = f"kintsugi_bench_{secrets.token_hex(4)}"
     try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return _fresh_database()
     except Exception as err:  # PostgreSQL is optional here
         print(f"PostgreSQL not reachable ({type(err).__name__}); SQLite only")
-        engine.dispose()
         return None
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
 def _app(url: str, tmp: str):
-    from server import create_app
+    from reconcile import _app as app_on
 
-    return create_app({
-        "ENV": "testing", "SECRET_KEY": "bench-" + "x" * 40, "DATABASE_URL": url,
-        "VAR_DIR": tmp, "DATA_DIR": tmp + "/data", "BASE_URL": "http://127.0.0.1",
-        "INSTRUMENTS_DIR": str(REPO / "instruments"), "HOT_CACHE_SECONDS": 0,
-    })  # fmt: skip
+    return app_on(url, tmp, HOT_CACHE_SECONDS=0)
 
 
 def load(app, n: int) -> tuple[int, str, dict, list[str] | None]:

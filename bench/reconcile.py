@@ -57,13 +57,14 @@ def _fresh_database() -> tuple[str, callable]:
     return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
-def _app(url: str, tmp: str):
+def _app(url: str, tmp: str, **extra):
+    """The server app on ``url`` (also used by bench/export.py and bench/entity_list.py)."""
     from server import create_app
 
     return create_app({
         "ENV": "testing", "SECRET_KEY": "bench-" + "x" * 40, "DATABASE_URL": url,
         "VAR_DIR": tmp, "DATA_DIR": tmp + "/data", "BASE_URL": "http://127.0.0.1",
-        "INSTRUMENTS_DIR": str(REPO / "instruments"),
+        "INSTRUMENTS_DIR": str(REPO / "instruments"), **extra,
     })  # fmt: skip
 
 

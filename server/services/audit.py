@@ -18,14 +18,20 @@ def record(
     session.add(AuditLog(actor=actor, action=action, target=target, details=details))
 
 
-def record_many(session: Session, actor: str, entries: list[tuple[str, str | None]]) -> None:
-    """Add many ``(action, target)`` rows in one executemany (no per-row unit-of-work cost)."""
+def record_many(
+    session: Session,
+    actor: str,
+    entries: list[tuple[str, str | None] | tuple[str, str | None, dict[str, Any]]],
+) -> None:
+    """Add many ``(action, target[, details])`` rows in one executemany (no per-row
+    unit-of-work cost)."""
     if entries:
         now = utcnow()
         session.execute(
             insert(AuditLog),
             [
-                {"actor": actor, "action": a, "target": t, "details": {}, "at": now}
-                for a, t in entries
+                {"actor": actor, "action": e[0], "target": e[1],
+                 "details": e[2] if len(e) > 2 else {}, "at": now}
+                for e in entries
             ],
-        )
+        )  # fmt: skip

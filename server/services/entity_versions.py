@@ -179,8 +179,8 @@ class EntityBook:
         self.entities: dict[str, Entity] = {}
         self.versions: dict[str, list[EntityVersion]] = {}
         self.held: dict[str, list[EntityBacklog]] = {}
-        self.audit: list[tuple[str, str]] = []
-        self.errors: list[tuple[int, str]] = []  # (submission id, reason)
+        #: ``(action, target[, details])`` for :func:`server.services.audit.record_many`
+        self.audit: list[tuple[str, str] | tuple[str, str, dict[str, str]]] = []
         self.conflicts = 0
         self.held_count = 0
 
@@ -457,13 +457,12 @@ class EntityBook:
     # -- server versions, deletion, flags --------------------------------------------------
 
     def _server_version(self, case: Case, props: dict[str, str], *, waiting: bool) -> None:
-        entity = self.entities.get(case.entity_uuid)
-        if entity is None:
-            if not waiting:
-                self._create(case, props)
-            return
         if waiting:
             return  # the update that changed the case waits for its predecessor
+        entity = self.entities.get(case.entity_uuid)
+        if entity is None:
+            self._create(case, props)
+            return
         closed = case.status == CaseStatus.CLOSED
         reopened = entity.deleted_at is not None and not closed
         if entity.properties != props or entity.label != case.case_code or reopened:
@@ -531,8 +530,7 @@ class EntityBook:
     # -- reporting -------------------------------------------------------------------------
 
     def _error(self, ch: EntityUpdate, reason: str) -> str:
-        self.errors.append((ch.submission_id, reason))
-        self.audit.append(("entity.error", f"submission:{ch.submission_id}"))
+        self.audit.append(("entity.error", f"submission:{ch.submission_id}", {"reason": reason}))
         return ERROR
 
     def _conflict_review(

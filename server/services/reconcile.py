@@ -1148,9 +1148,9 @@ def _adopt_orphans(batch: _Batch, case: Case) -> None:
 
 
 def _link_orphan(orphan: Assessment, case: Case, item: ReviewItem | None) -> None:
-    """An orphan joins its case; its open review item is resolved as linked by the worker."""
+    """An orphan joins its case (the caller places it: :func:`_place`, :func:`settle_in_case`);
+    its open review item is resolved as linked by the worker."""
     orphan.case = case
-    orphan.state = AssessmentState.ACTIVE
     if item is not None and item.resolved_at is None:
         item.resolved_at = dt.datetime.now(dt.UTC)
         item.resolution = "auto_linked"

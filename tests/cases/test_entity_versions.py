@@ -236,3 +236,6 @@ def test_update_errors__audited_and_nothing_lost(field, reconcile, db_session):
     assert _served(field)[ent]["last_assessment_date"] == "2027-01-05"
     errors = db_session.scalars(select(AuditLog).where(AuditLog.action == "entity.error")).all()
     assert len(errors) == 2
+    reasons = sorted(e.details["reason"] for e in errors)
+    assert "version 7 of the case entity does not exist" in reasons[1]
+    assert "trunkVersion 9 is beyond the server's version" in reasons[0]
