@@ -1223,7 +1223,7 @@ def _refresh(
     today = today or dt.date.today()
     case.assessment_count = len(rows)
     flags: list[str] = [f for f in (case.flags or []) if f.startswith("entity_")]
-    if not rows:
+    if not rows:  # nothing active is left (an admin's decision): the list shows that too
         case.latest_scores, case.latest_date, case.next_due, case.closure_ready = (
             {},
             None,
@@ -1231,8 +1231,8 @@ def _refresh(
             False,
         )
         case.flags = flags
-        if forced is not None:
-            book.release_forced(case, forced, None)
+        case.updated_at = dt.datetime.now(dt.UTC)
+        _sync_entity(case, None, book, change, forced)
         return
     first, latest = rows[0], rows[-1]
     intake = next((r for r in rows if r.collection_point == "intake"), first)
@@ -1275,9 +1275,19 @@ def _refresh(
         flags.append("survivor_gap")
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
+    _sync_entity(case, latest.collection_point, book, change, forced)
+
+
+def _sync_entity(
+    case: Case,
+    last_point: str | None,
+    book: EntityBook,
+    change: EntityUpdate | None,
+    forced: EntityBacklog | None,
+) -> None:
     if not case.entity_uuid:
         case.entity_uuid = str(uuid.uuid4())
-    props = case_properties(case, latest.collection_point)
+    props = case_properties(case, last_point)
     if forced is not None:
         book.release_forced(case, forced, props)
     else:

@@ -239,3 +239,26 @@ def test_update_errors__audited_and_nothing_lost(field, reconcile, db_session):
     reasons = sorted(e.details["reason"] for e in errors)
     assert "version 7 of the case entity does not exist" in reasons[1]
     assert "trunkVersion 9 is beyond the server's version" in reasons[0]
+
+
+def test_nothing_active_left__the_list_serves_the_emptied_case(field, reconcile, db_session):
+    """Should give the entity a new version when an admin's decision leaves a case with no
+    active assessment, so devices stop showing scores the server no longer stands behind."""
+    from server.models_cases import Assessment, AssessmentState
+    from server.services.reconcile import refresh_case
+
+    r, ent = field.report, str(uuid.uuid4())
+    field.send(case_code="KE-0606", point="intake", date="2026-01-05", entity_id=ent,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    reconcile()
+    before = _served(field)[ent]
+    assert before["__version"] == "1" and before["last_assessment_date"] == "2026-01-05"
+    db_session.execute(update(Assessment).values(state=AssessmentState.SUPERSEDED))
+    refresh_case(db_session, _case(db_session, "KE-0606"), actor="test")
+    db_session.commit()
+    after = _served(field)[ent]
+    assert after["__version"] == "2" and after["case_code"] == "KE-0606"
+    assert after["last_assessment_date"] == "" and after["last_collection_point"] == ""
+    assert not any(v for k, v in after.items() if k.startswith("score_"))
+    assert _history(db_session, ent)[-1][:2] == (2, "server")
+    assert _case(db_session, "KE-0606").assessment_count == 0
