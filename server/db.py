@@ -169,6 +169,20 @@ def write_lock(app: Any) -> Any:
     return lock
 
 
+def begin_snapshot(session: Session) -> None:
+    """Make every read of ``session`` (fresh, for reading only) see one snapshot of the
+    database until it is closed, whatever commits meanwhile.
+
+    PostgreSQL: a REPEATABLE READ transaction. SQLite: an explicit read transaction (its
+    driver would otherwise run each SELECT on its own), which in WAL mode keeps its snapshot
+    while writers go on.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.connection().exec_driver_sql("BEGIN")
+
+
 def get_session() -> Session:
     """The current request's session (created on first use)."""
     from flask import current_app, g

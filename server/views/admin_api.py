@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server import openapi
+from server.db import begin_snapshot
 from server.errors import NotFoundError, ServerError
 from server.models import (
     AppUser,
@@ -757,17 +758,14 @@ EXPORT_TYPES = {
 }
 
 
-def _csv_stream(project_id: int, wide: bool) -> Iterator[bytes]:
-    """The CSV export read in a session of its own, opened at the first piece and closed after
-    the last (or when the server closes the response): no request context needed meanwhile."""
-    sessionmaker = current_app.extensions["kintsugi.db"].sessionmaker
+def _csv_stream(session: Session, project_id: int, wide: bool) -> Iterator[bytes]:
+    """The CSV export read from ``session`` (its own, on one snapshot), closed after the last
+    piece, or when the server closes the response: no request context needed meanwhile."""
     export = service("export")
-
-    def pieces() -> Iterator[bytes]:
-        with sessionmaker() as session:
-            yield from export.iter_csv(session, project_id, wide=wide)
-
-    return pieces()
+    try:
+        yield from export.iter_csv(session, project_id, wide=wide)
+    finally:
+        session.close()
 
 
 def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide: bool) -> Any:
@@ -775,9 +773,10 @@ def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide
 
     CSV is a generator response: rows go out as they are read from the database. XLSX is a zip
     whose directory comes last, so it is written to an anonymous temporary file (gone when
-    closed, also on error) and that is streamed. ``X-Row-Count`` and the audited ``rows`` are the data rows: counted when the XLSX
-    is written; for CSV by a count just before the rows are read (a reconciliation committing in
-    between can add rows to the file that the count did not see).
+    closed, also on error) and that is streamed. ``X-Row-Count`` and the audited ``rows`` are
+    the data rows: counted when the XLSX is written; for CSV counted first, on the same database
+    snapshot the rows are then read from, so a reconciliation committing meanwhile changes
+    neither.
     """
     import tempfile
 
@@ -804,12 +803,19 @@ def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide
             fh.close()
             raise
     else:
-        rows = export.count_rows(db, project.id, wide=wide)
-        audit.record(
-            db, actor(user), "export.download", f"project:{project.id}", fmt=fmt, rows=rows
-        )
-        db.commit()
-        resp = Response(_csv_stream(project.id, wide), content_type=EXPORT_TYPES[fmt])
+        snapshot = current_app.extensions["kintsugi.db"].sessionmaker()
+        try:
+            begin_snapshot(snapshot)
+            rows = export.count_rows(snapshot, project.id, wide=wide)
+            audit.record(
+                db, actor(user), "export.download", f"project:{project.id}", fmt=fmt, rows=rows
+            )
+            db.commit()
+            resp = Response(_csv_stream(snapshot, project.id, wide), content_type=EXPORT_TYPES[fmt])
+            resp.call_on_close(snapshot.close)  # also when no piece was ever asked for
+        except BaseException:
+            snapshot.close()
+            raise
     resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     resp.headers["X-Row-Count"] = str(rows)
     resp.headers["Cache-Control"] = "no-store"

@@ -174,3 +174,39 @@ def _cell(value):
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_export_csv__reconciliation_commits_after_the_count__count_and_rows_agree(
+    field, reconcile, admin_api, wide, monkeypatch
+):
+    """Should send exactly the rows X-Row-Count announced (and the audit recorded) when a
+    reconciliation commits new assessments between the count and the reading of the rows:
+    both come from one snapshot."""
+    from server.services import export
+
+    _season(field, n_cases=2)
+    reconcile()
+    _season(field, n_cases=3)  # a third case's submissions wait to be reconciled...
+    count_rows = export.count_rows
+
+    def count_then_reconcile(*args, **kwargs):
+        n = count_rows(*args, **kwargs)
+        reconcile()  # ...and the worker commits them right after the count
+        return n
+
+    monkeypatch.setattr(export, "count_rows", count_then_reconcile)
+    query = "/export?format=csv" + ("&wide=1" if wide else "")
+    resp = admin_api("GET", query)
+    assert resp.status_code == 200 and resp.is_streamed
+    announced = int(resp.headers["X-Row-Count"])
+    try:
+        rows = list(csv.reader(io.StringIO(b"".join(resp.response).decode())))
+    finally:
+        resp.close()
+    assert announced == (4 if wide else 4 * 6)  # 2 cases x 2 assessments (x 6 domains)
+    assert len(rows) - 1 == announced  # the header, then exactly the announced rows
+    monkeypatch.setattr(export, "count_rows", count_rows)
+    later = admin_api("GET", query)  # the third case is there for the next download
+    assert int(later.headers["X-Row-Count"]) == (6 if wide else 6 * 6)
+    assert len(later.get_data().splitlines()) - 1 == int(later.headers["X-Row-Count"])
