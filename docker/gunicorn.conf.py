@@ -14,6 +14,13 @@ worker_class = "gthread"
 # Collect uploads up to 100 MB over slow field networks: give a request time to arrive.
 timeout = 300
 graceful_timeout = 30
+# Collect asks the entity-list integrity API about every case a tablet made offline in one GET
+# (?id=<uuid>%2C<uuid>...: 39 bytes a case). gunicorn's default 4094-byte request line turns
+# that away (414) past about 100 cases, and the form update on the tablet then fails; its
+# largest finite limit (8190) would stop at about 200. So no limit on the line here: the body
+# limits stay, and a proxy in front must allow long lines too (nginx:
+# large_client_header_buffers 4 64k allows about 1,600 cases).
+limit_request_line = 0
 keepalive = 5
 # The app writes its own JSON access line (with request id, token redacted); gunicorn's is off.
 accesslog = None
