@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from server.models import Entity, Project
+from server.errors import ForbiddenError, NotFoundError
+from server.models import AppUser, Entity, Project
 
 RESERVED = {"name", "label"}
 
@@ -176,6 +177,33 @@ def entity_list(
         ):
             cache.put(key, body)
     return digest, body
+
+
+def require_list_access(
+    session: Session, project: Project, dataset: str, app_user: AppUser | None
+) -> None:
+    """Refuse a caller who may not use any form of the project that uses ``dataset``.
+
+    As Central does for the integrity API: the entity ids of a list, and whether each was
+    closed, are for devices that download the list with one of their forms.
+    """
+    from server.services.forms import visible_forms
+
+    using = [
+        form.xml_form_id
+        for form in visible_forms(session, project, None)
+        if any(
+            att.kind == "entityList" and att.dataset == dataset
+            for version in form.versions
+            for att in version.attachments
+        )
+    ]
+    if not using:
+        raise NotFoundError(f"No form of this project uses a list named {dataset!r}.")
+    if app_user is not None and not any(app_user.may_use_form(f) for f in using):
+        raise ForbiddenError(
+            f"This device has no form that uses the list {dataset!r}. Ask your supervisor."
+        )
 
 
 def integrity(

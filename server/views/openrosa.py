@@ -325,6 +325,7 @@ def attachment(project_id: int, xml_form_id: str, name: str, token: str | None =
 def integrity(project_id: int, dataset: str, token: str | None = None) -> Response:
     """Which of the device's entities were deleted on the server (§4.4)."""
     caller = _caller(project_id, token)
+    entity_service.require_list_access(get_session(), caller.project, dataset, caller.app_user)
     raw = request.args.get("id")
     ids = None if raw is None else raw.split(",")
     states = entity_service.integrity(get_session(), caller.project, dataset, ids)
