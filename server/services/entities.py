@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from server.errors import ForbiddenError, NotFoundError
-from server.models import AppUser, Entity, Project
+from server.models import AppUser, Entity, Form, FormVersion, Project
 
 RESERVED = {"name", "label"}
 
@@ -26,6 +26,47 @@ def _properties_of(rows: list[Entity], properties: list[str] | None) -> list[str
     for row in rows:
         names.update(row.properties or {})
     return sorted(n for n in names if n not in RESERVED and not n.startswith("__"))
+
+
+_COLUMNS_CACHE = "kintsugi.dataset_columns"
+
+
+def dataset_properties(session: Session, project: Project, dataset: str) -> list[str] | None:
+    """The columns of a list, the same whichever form a device downloads it with.
+
+    Collect keeps one copy of a list per name, with one hash, whatever form brought it; so,
+    as Central's dataset properties, these are every property a published form version of
+    the project declares for ``dataset``, in the order they first appeared (a form published
+    later only adds columns at the end). None when no version declares any (then every
+    property seen, sorted). Versions never change once published: the answer is cached on the
+    pooled connection until the project publishes another one.
+    """
+    newest = session.scalar(
+        select(func.max(FormVersion.id)).join(Form).where(Form.project_id == project.id)
+    )
+    cache: dict[tuple[int, str], tuple[int | None, list[str] | None]] = (
+        session.connection().info.setdefault(_COLUMNS_CACHE, {})
+    )
+    hit = cache.get((project.id, dataset))
+    if hit is not None and hit[0] == newest:
+        return hit[1]
+    reports = session.scalars(
+        select(FormVersion.report)
+        .join(Form)
+        .where(Form.project_id == project.id, FormVersion.report.is_not(None))
+        .order_by(FormVersion.published_at, FormVersion.id)
+    )
+    columns: list[str] = []
+    for report in reports:
+        ent = report.get("entity_list") if isinstance(report, dict) else None
+        if not isinstance(ent, dict) or ent.get("dataset", "cases") != dataset:
+            continue
+        for prop in ent.get("properties") or []:
+            if str(prop) not in columns:
+                columns.append(str(prop))
+    result = columns or None
+    cache[(project.id, dataset)] = (newest, result)
+    return result
 
 
 def entity_list_csv(

@@ -253,14 +253,6 @@ def form_xml(project_id: int, xml_form_id: str, token: str | None = None) -> Res
     return Response(_served_xml(caller, version), content_type=XML_CONTENT_TYPE)
 
 
-def _entity_properties(version: FormVersion) -> list[str] | None:
-    report = version.report or {}
-    ent = report.get("entity_list") if isinstance(report, dict) else None
-    if isinstance(ent, dict) and isinstance(ent.get("properties"), list):
-        return [str(p) for p in ent["properties"]]
-    return None
-
-
 def _csv_cache() -> entity_service.CsvCache:
     cache = current_app.extensions.get("kintsugi.entity_csv")
     if cache is None:
@@ -283,7 +275,12 @@ def manifest(project_id: int, xml_form_id: str, token: str | None = None) -> Res
                 ManifestFile(
                     filename=att.name,
                     hash=entity_service.entity_list_state_hash(
-                        get_session(), caller.project, att.dataset, _entity_properties(version)
+                        get_session(),
+                        caller.project,
+                        att.dataset,
+                        entity_service.dataset_properties(
+                            get_session(), caller.project, att.dataset
+                        ),
                     ),
                     download_url=url,
                     type="entityList",
@@ -306,8 +303,10 @@ def attachment(project_id: int, xml_form_id: str, name: str, token: str | None =
         raise NotFoundError(f"The form has no file named {name!r}.")
     if att.kind == "entityList" and att.dataset:
         # ETag = the manifest's hash without "md5:" (as Central), so both change together
+        session = get_session()
+        columns = entity_service.dataset_properties(session, caller.project, att.dataset)
         digest, body = entity_service.entity_list(
-            get_session(), caller.project, att.dataset, _entity_properties(version), _csv_cache()
+            session, caller.project, att.dataset, columns, _csv_cache()
         )
         resp = Response(body, content_type="text/csv; charset=utf-8")
         resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"

@@ -85,12 +85,16 @@ def _served_state(field) -> tuple[str, list[dict[str, str]]]:
     return digest, rows
 
 
-def test_manifest_hash__every_change_to_the_list__moves_no_op_does_not(field, runner, db_session):
+def test_manifest_hash__every_change_to_the_list__moves_no_op_does_not(
+    app, field, runner, db_session
+):
     """Should change the list's manifest hash when a case is added, updated, closed, reopened
     or the columns change, and keep it over a reconciliation that changes nothing."""
     from sqlalchemy import select
 
-    from server.models import FormVersion
+    from server.models import FormVersion, Project
+    from tests.server.conftest import publish
+    from tests.server.forms import xform
 
     r = field.report
     args = ["--project", str(field.project_id), "--passphrase-file", str(field.passphrase_file)]
@@ -137,17 +141,17 @@ def test_manifest_hash__every_change_to_the_list__moves_no_op_does_not(field, ru
     assert row["name"] == OPEN_CASE and row["last_collection_point"] == "annual"
     reconcile()
     assert _served_state(field)[0] == seen[-1]
-    # the columns change (a form version whose report lists fewer properties)
+    # the columns change: another form of the project declares one more property for the
+    # list; it is added at the end, and no column goes (a property never leaves a list)
     version = db_session.scalars(select(FormVersion)).one()
-    report = dict(version.report)
-    report["entity_list"] = {**report["entity_list"]}
-    report["entity_list"]["properties"] = [
-        p for p in report["entity_list"]["properties"] if p != "office"
-    ]
-    version.report = report
-    db_session.commit()
+    report = {**version.report, "entity_list": {**version.report["entity_list"]}}
+    report["entity_list"]["properties"] = ["office", "referral_status"]
+    columns = list(row)
+    key = db_session.get(Project, field.project_id).active_key.public_key_b64
+    referral = xform("referral", entity_list="cases", public_key=key)
+    publish(app, field.project_id, referral, report=report)
     (row,) = changed()
-    assert "office" not in row and "casework_type" in row
+    assert list(row) == [*columns, "referral_status"] and row["referral_status"] == ""
 
 
 def test_state_hash__version_moves_without_updated_at__still_changes(field, runner, db_session):
