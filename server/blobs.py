@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import secrets
@@ -30,6 +31,8 @@ from sqlalchemy.orm import Session
 
 from server.db import utcnow
 from server.errors import NotFoundError, ServerError
+
+log = logging.getLogger(__name__)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-./]{0,254}$")
 _CHUNK = 1 << 20
@@ -78,6 +81,69 @@ def put_many(store: BlobStore, items: list[tuple[str, bytes]]) -> list[tuple[int
     if batch is not None:
         return batch(items)
     return [store.put(key, data) for key, data in items]
+
+
+_DELETE_ON_COMMIT = "kintsugi.blobs_to_delete"
+
+
+def delete_on_commit(session: Session, store: BlobStore, keys: list[str]) -> None:
+    """Remove blobs the rows of ``session``'s transaction stop referring to, once that is final.
+
+    On a transactional store the DELETE joins the transaction (both commit or neither does).
+    Elsewhere (files) a delete cannot be undone, so it waits until ``session``'s outermost
+    transaction commits; should it (or the savepoint it was asked in) roll back instead, the
+    rows still point at the blobs and they stay.
+    """
+    if store.transactional:
+        for key in keys:
+            store.delete(key)
+        return
+    pending = session.info.get(_DELETE_ON_COMMIT)
+    if pending is None:
+        from sqlalchemy import event
+
+        pending = session.info[_DELETE_ON_COMMIT] = []
+        event.listen(session, "after_commit", _delete_committed)
+        event.listen(session, "after_soft_rollback", _forget_rolled_back)
+        event.listen(session, "after_transaction_end", _forget_ended)
+    where = session.get_nested_transaction() or session.get_transaction()
+    pending.append((where, store, list(keys)))
+
+
+def _delete_committed(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released: the transaction itself is not committed yet
+    pending = session.info.get(_DELETE_ON_COMMIT) or []
+    while pending:
+        _where, store, keys = pending.pop()
+        for key in keys:
+            try:
+                store.delete(key)
+            except OSError as err:  # committed already: the caller must still see success
+                log.warning(
+                    "could not remove blob %s (%s); nothing refers to it, remove it by hand",
+                    key,
+                    err.strerror or err,
+                )
+
+
+def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
+    def within(transaction: Any) -> bool:
+        while transaction is not None:
+            if transaction is previous_transaction:
+                return True
+            transaction = transaction.parent
+        return False
+
+    pending = session.info.get(_DELETE_ON_COMMIT) or []
+    pending[:] = [entry for entry in pending if not within(entry[0])]
+
+
+def _forget_ended(session: Session, transaction: Any) -> None:
+    # The outermost transaction ended: after_commit has run if it committed, so whatever is
+    # left belongs to a transaction that did not (closed without commit).
+    if transaction.parent is None:
+        session.info.get(_DELETE_ON_COMMIT, []).clear()
 
 
 def read_all(store: BlobStore, key: str) -> bytes:
@@ -161,11 +227,17 @@ class LocalBlobStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        """Remove the blob file if present."""
+        """Remove the blob file if present, durably (a removed file must not come back)."""
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
-            pass
+            return
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 _INSERT_BLOB: list[Any] = []

@@ -14,17 +14,22 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
   has the data, but a worker may delete it after seeing the error; the copy means nothing is lost.
 * **Accept but flag**: a plaintext submission to a form version that declares a public key (Collect
   sends plaintext when its crypto provider is missing) gets the flag
-  ``plaintext_for_encrypted_form``. When the upload is whole (not split with ``*isIncomplete*``)
-  the server encrypts it to the form version's key exactly as Collect would have, before
-  anything is stored, and flags it ``encrypted_on_arrival`` too: its notes and media are never
-  at rest in the clear, and it waits for the key like any encrypted submission. (A split
-  upload is stored as sent: its later parts could not join one encrypted envelope.)
+  ``plaintext_for_encrypted_form``. The server encrypts it to the form version's key exactly
+  as Collect would have and flags it ``encrypted_on_arrival`` too; it then waits for the key
+  like any encrypted submission. A whole upload is encrypted before anything is stored. A split
+  upload (``*isIncomplete*``) cannot be: one envelope covers every file, and the later files
+  have not arrived. Its parts are stored as sent until the last POST, which encrypts the XML
+  and every file (in the order they arrived, Collect's order) in the transaction that completes
+  it and removes the plaintext blobs (files only once that transaction has committed). An
+  upload whose last POST never comes stays in plaintext, incomplete.
   Unexpected parts next to an encrypted envelope (plaintext leftovers Collect failed to
   delete) are discarded and flagged ``discarded_unexpected_parts``.
 
 Idempotency per (form, instanceID): identical XML bytes → merge the attachments that are new →
 201; different bytes → 409. Split uploads (``*isIncomplete*``) merge the same way. Two identical
 POSTs at once produce one row: the unique index decides and the loser retries as a merge.
+A submission encrypted on arrival keeps ``xml_sha256`` of the XML sent, so a resend of the same
+plaintext (any of its POSTs) matches and answers 201 without changing anything.
 """
 
 from __future__ import annotations
@@ -42,10 +47,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import hotcache
-from server.blobs import BlobStore, new_key, put_many
+from server.blobs import BlobStore, delete_on_commit, new_key, put_many, read_many
 from server.compat import is_encrypted_envelope, parse_submission
 from server.db import utcnow
-from server.errors import BadSubmissionError, ForbiddenError, SubmissionConflictError
+from server.errors import (
+    BadSubmissionError,
+    ForbiddenError,
+    NotFoundError,
+    ServerError,
+    SubmissionConflictError,
+)
 from server.models import (
     FLAG_DISCARDED_PARTS,
     FLAG_ENCRYPTED_ON_ARRIVAL,
@@ -141,6 +152,21 @@ def _insert_submission_stmt(dialect: str) -> Any:
 
 
 @dataclass(slots=True)
+class Plaintext:
+    """A plaintext upload to a form version that declares a public key, as it was sent."""
+
+    xml: bytes
+    parsed: Any  # sync_protocol's PlainInstance of ``xml``
+    public_key_b64: str  # the form version's key
+    parts: dict[str, bytes]  # the parts kept (named by the instance), in upload order
+    positions: dict[str, int | None]
+
+    def encrypt(self, media: dict[str, bytes]) -> tuple[bytes, dict[str, bytes]]:
+        """(manifest, encrypted files) of this submission with ``media`` (in Collect's order)."""
+        return _encrypt_on_arrival(self.xml, self.parsed, self.public_key_b64, media)
+
+
+@dataclass(slots=True)
 class Prepared:
     """An upload checked against the database, ready to be written."""
 
@@ -152,9 +178,9 @@ class Prepared:
     part_keys: dict[str, str]  # part name -> blob key
     incomplete: bool  # the request carried *isIncomplete*
     written: list[tuple[int, str]] | None = None  # (size, sha256) when written ahead
-    #: encrypted on arrival: the plaintext parts, should the row turn out to be an earlier
-    #: plaintext part of a split upload (they are merged as sent, like it)
-    plain: tuple[dict[str, bytes], dict[str, int | None]] | None = None
+    #: plaintext sent to an encrypted form version: the upload as sent, for the merge into an
+    #: earlier part of a split upload (its parts join as sent; the last POST encrypts it all)
+    plain: Plaintext | None = None
 
 
 def receive_submission(
@@ -315,9 +341,10 @@ def prepare_submission(
 
     xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
     stored_xml, plain = upload.xml, None
-    if not encrypted and version_key and not upload.incomplete:
-        plain = (kept, positions)
-        stored_xml, kept = _encrypt_on_arrival(upload.xml, parsed, version_key, kept)
+    if not encrypted and version_key:
+        plain = Plaintext(upload.xml, parsed, version_key, kept, positions)
+    if plain is not None and not upload.incomplete:
+        stored_xml, kept = plain.encrypt(kept)
         encrypted = True
         positions = {name: i for i, name in enumerate(kept)}  # media first, the XML last
         flags.append(FLAG_ENCRYPTED_ON_ARRIVAL)
@@ -507,14 +534,18 @@ def _insert_submission(session: Session, **values: Any) -> int | None:
 def _merge(session: Session, store: BlobStore, sub: Submission, prepared: Prepared) -> Receipt:
     """Add the parts ``sub`` does not have yet (resends and split uploads)."""
     kept, positions, flags = prepared.kept, prepared.positions, prepared.flags
-    if prepared.plain is not None and not sub.encrypted:
-        # the last part of a split plaintext upload: its earlier parts were stored as sent
-        (kept, positions), flags = (
-            prepared.plain,
-            [f for f in flags if f != FLAG_ENCRYPTED_ON_ARRIVAL],
-        )
-    elif sub.encrypted and not prepared.values["encrypted"]:
-        kept = {}  # plaintext parts never join an encrypted copy (it holds them already)
+    plain = prepared.plain
+    if plain is not None and not sub.encrypted:
+        # a part of a split plaintext upload to an encrypted form: the parts join as sent
+        # until the last POST, which encrypts the whole submission
+        kept, positions = plain.parts, plain.positions
+        flags = [f for f in flags if f != FLAG_ENCRYPTED_ON_ARRIVAL]
+        if not prepared.incomplete and _completes_plaintext(session, sub):
+            return _encrypt_split_upload(session, store, sub, plain, flags)
+    elif sub.encrypted and (plain is not None or not prepared.values["encrypted"]):
+        # Plaintext parts never join an encrypted copy (it holds them already), nor do files
+        # this request encrypted on arrival (under an AES key of their own).
+        kept = {}
     by_name = {a.name: a for a in sub.attachments}
     for name, data in kept.items():
         att = by_name.get(name)
@@ -534,6 +565,68 @@ def _merge(session: Session, store: BlobStore, sub: Submission, prepared: Prepar
     sub.updated_at = utcnow()
     session.flush()
     return Receipt(submission_id=sub.id, created=False, complete=sub.complete)
+
+
+def _completes_plaintext(session: Session, sub: Submission) -> bool:
+    """Whether this POST (the last of a split plaintext upload) is the one completing ``sub``.
+
+    Decided under the row lock (PostgreSQL; SQLite's writers are serialised already): of two
+    identical last POSTs at once, the second waits, then finds the submission encrypted.
+    """
+    if sub.encrypted or sub.complete:
+        return False
+    session.refresh(sub, with_for_update=True)
+    return not sub.encrypted and not sub.complete and sub.status == SubmissionStatus.RECEIVED.value
+
+
+def _encrypt_split_upload(
+    session: Session, store: BlobStore, sub: Submission, plain: Plaintext, flags: list[str]
+) -> Receipt:
+    """Complete a split plaintext upload to an encrypted form by encrypting all of it.
+
+    The XML and every part (those stored by the earlier POSTs, then this POST's new ones: the
+    order Collect lists the files in, which is also the order it sends them) are encrypted to
+    the form version's key exactly as for a whole upload. The envelope and ``.enc`` files
+    replace the plaintext rows, and the plaintext blobs are removed with this transaction
+    (files once it has committed). ``xml_sha256`` stays that of the XML sent, so Collect's
+    resends still match.
+    """
+    earlier = [a for a in sub.attachments if a.present and a.blob_key]
+    try:
+        stored = read_many(store, [a.blob_key for a in earlier])
+    except NotFoundError as err:
+        raise ServerError(
+            "The server cannot find a file it received earlier with this submission. Keep "
+            "the submission on the device and tell your supervisor."
+        ) from err
+    media = {a.name: stored[a.blob_key] for a in earlier}
+    for name, data in plain.parts.items():
+        media.setdefault(name, data)  # a file sent twice: the first copy stays, as in a merge
+    manifest, files = plain.encrypt(media)  # the XML sent now: the same bytes as stored
+
+    xml_key = new_key("submissions")
+    file_keys = {name: new_key("attachments") for name in files}
+    results = put_many(store, [(xml_key, manifest), *((file_keys[n], d) for n, d in files.items())])
+    plaintext_keys = [sub.xml_blob_key, *(a.blob_key for a in sub.attachments if a.blob_key)]
+    for att in sub.attachments:
+        session.delete(att)
+    session.flush()  # the plaintext rows go first: an .enc name may not meet a row it replaces
+    session.expire(sub, ["attachments"])
+    sub.attachments.extend(
+        SubmissionAttachment(
+            name=name, position=i, present=True, blob_key=file_keys[name], size=size, sha256=sha
+        )
+        for i, (name, (size, sha)) in enumerate(zip(files, results[1:], strict=True))
+    )
+    sub.xml_blob_key, sub.xml_size = xml_key, len(manifest)
+    sub.encrypted, sub.complete = True, True
+    sub.status = SubmissionStatus.PENDING_DECRYPTION.value
+    sub.deprecated_id = sub.instance_name = None  # read from the plaintext: not kept beside it
+    sub.flags = sorted(set(sub.flags or []) | set(flags) | {FLAG_ENCRYPTED_ON_ARRIVAL})
+    sub.updated_at = utcnow()
+    session.flush()
+    delete_on_commit(session, store, plaintext_keys)
+    return Receipt(submission_id=sub.id, created=False, complete=True)
 
 
 def quarantine_upload(

@@ -76,8 +76,9 @@ FLAG_EXPLANATIONS = {
         "The upload carried extra files the form does not ask for; they were not kept."
     ),
     "encrypted_on_arrival": (
-        "The server encrypted it to the form's key before storing it, as the device should "
-        "have: it is kept only encrypted and waits for the key like any encrypted submission."
+        "The server encrypted it to the form's key, as the device should have (an upload in "
+        "several parts once its last part arrived): it is kept only encrypted and waits for "
+        "the key like any encrypted submission."
     ),
 }
 

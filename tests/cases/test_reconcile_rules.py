@@ -179,6 +179,45 @@ def test_plaintext_to_encrypted_form__waits_for_the_key_then_counts_and_is_queue
     assert iid in item["summary"]
 
 
+def test_split_plaintext_to_encrypted_form__encrypted_when_complete_then_counts(
+    field, reconcile, admin_api, db_session
+):
+    """Should encrypt an assessment a tablet sent unencrypted in two POSTs (*isIncomplete*)
+    once the last one arrived, files included, then reconcile it like any encrypted one: its
+    signature holds, it joins its case, and it is queued for an admin to follow up."""
+    from tests.cases.fieldwork import instance_xml
+
+    r, ent = field.report, str(uuid.uuid4())
+    iid, xml = instance_xml(r, case_code="KE-0741", point="intake", date="2026-01-11",
+                            entity_id=ent, ratings=ratings_for(r, "2"),
+                            notes={"SAF": "fictional note sent in the clear"})  # fmt: skip
+    # files the instance names (as a form with an audit log and a photo question would)
+    files = {"audit.csv": b"event,node,start\nform start,,1736935200123\n", "p.jpg": b"\xff\xd8jpg"}
+    meta_end = xml.index(b"</instanceID>") + len(b"</instanceID>")
+    xml = xml[:meta_end] + b"<audit>audit.csv</audit><photo>p.jpg</photo>" + xml[meta_end:]
+    resp = field.collect.submit(xml, {"audit.csv": files["audit.csv"]}, incomplete=True)
+    assert resp.status_code == 201
+    reconcile()  # an incomplete upload is not claimed
+    assert _case(db_session, "KE-0741") is None
+    assert field.collect.submit(xml, {"p.jpg": files["p.jpg"]}).status_code == 201
+    db_session.expire_all()
+    sub = db_session.scalar(select(Submission).where(Submission.instance_id == iid))
+    assert sub.encrypted and sub.status == "pending_decryption"
+    assert sorted(a.name for a in sub.attachments) == [
+        "audit.csv.enc",
+        "p.jpg.enc",
+        "submission.xml.enc",
+    ]
+
+    reconcile()
+    db_session.expire_all()
+    assert db_session.get(Submission, sub.id).status == "decrypted"  # signature valid
+    case = _case(db_session, "KE-0741")
+    assert case.assessment_count == 1 and case.latest_scores["SAF"] == 2.0
+    [item] = admin_api("GET", "/review-queues").get_json()["plaintext_for_encrypted_form"]
+    assert iid in item["summary"]
+
+
 @pytest.mark.parametrize("runs", ["one run", "a run after each upload"])
 def test_edit_of_an_orphan__replaces_it__one_assessment_joins_the_case(
     field, reconcile, admin_api, db_session, runs
