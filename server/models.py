@@ -360,8 +360,9 @@ class EntityVersion(Base):
     branch_base_version: Mapped[int | None] = mapped_column(Integer)
     conflict: Mapped[str | None] = mapped_column(String(8))  # the entity's state after it
     conflicting_properties: Mapped[list[str] | None] = mapped_column(JSON)
-    #: "submission", "server" (recomputed or changed by an admin) or "forced" (a held update
-    #: applied against the latest version after waiting too long for its predecessor)
+    #: "submission", "server" (recomputed or changed by an admin), "forced" (a held update
+    #: applied against the latest version after waiting too long for its predecessor) or
+    #: "merged" (a device's entity an admin merged into another case: deleted at once)
     source: Mapped[str] = mapped_column(String(16), default="server")
     submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

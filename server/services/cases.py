@@ -380,7 +380,7 @@ def resolve_review_item(
             )
             session.add(case)
             session.flush()
-        placed = settle_in_case(session, assessment, case)
+        placed = settle_in_case(session, assessment, case, actor=actor)
         refresh_case(session, case, actor=actor)
         if action == "create_case":  # its other follow-ups may be waiting as orphans too
             adopt_waiting_orphans(session, item.project_id)

@@ -251,6 +251,33 @@ class EntityBook:
         else:
             self._error(change, "the case entity does not exist on the server")
 
+    def retire(self, entity_uuid: str, case: Case) -> None:
+        """A device's case entity that an admin merged into ``case`` (the same survivor,
+        registered twice): it will never be in the list, so it is recorded at version 1 and
+        deleted at once. The integrity API then tells the device to drop its offline copy,
+        which Collect would otherwise keep, and offer for follow-ups, for good.
+
+        Nothing happens when the server has an entity with that id already (another case's).
+        """
+        self.load({entity_uuid})
+        if not entity_uuid or entity_uuid in self.entities:
+            return
+        entity = Entity(
+            project_id=self.project_id,
+            dataset=DATASET,
+            uuid=entity_uuid,
+            label=case.case_code,
+            version=0,
+            properties={},
+            updated_at=self.now,
+        )
+        self.session.add(entity)
+        self.entities[entity_uuid] = entity
+        self.versions[entity_uuid] = []
+        self._version(entity, {}, case.case_code, source="merged")
+        entity.deleted_at = self.now
+        self.audit.append(("entity.merge", f"entity:{entity_uuid}"))
+
     # -- applying a submitted update -------------------------------------------------------
 
     def _submitted(

@@ -1079,13 +1079,18 @@ def _place(batch: _Batch, a: Assessment, case: Case) -> None:
         )  # fmt: skip
 
 
-def settle_in_case(session: Session, a: Assessment, case: Case) -> str:
+def settle_in_case(session: Session, a: Assessment, case: Case, *, actor: str = "worker") -> str:
     """Put an assessment an admin or the worker linked into its case, outside a batch.
 
     Returns ``"active"``, ``"duplicate"`` (it repeats an active assessment: superseded by it) or
     ``"conflict"`` (it differs from one with the same collection point and date: for review).
     """
     a.case = case
+    if a.entity_uuid and case.entity_uuid and a.entity_uuid != case.entity_uuid:
+        # linked by an admin: the device's own entity for this survivor goes (integrity API)
+        book = EntityBook(session, case.project_id)
+        book.retire(a.entity_uuid, case)
+        audit.record_many(session, actor, book.audit)
     active = list(
         session.scalars(
             select(Assessment).where(

@@ -1,6 +1,6 @@
-"""Review 5: the ``cases`` entity list and integrity API against what Collect and Central do.
+"""The ``cases`` list and its integrity API as Collect uses them, against what Central does.
 
-Each test fails on the code it was written against; see the docstrings for the evidence.
+Each docstring names the Collect or Central code the expected behaviour comes from.
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ def test_integrity__intake_linked_into_an_existing_case__device_copy_reported_de
     states = _integrity(field.collect, [kept, duplicate])
     assert states.get(kept) == "false"
     assert states.get(duplicate) == "true", states
+    rows = field.collect.get(
+        f"{field.collect.base}/forms/{field.report['form_id']}/attachments/cases.csv"
+    )
+    assert duplicate not in rows.get_data(as_text=True)  # never served as a case
+    from server.models import AuditLog
+
+    db_session.expire_all()
+    merged = db_session.scalars(select(AuditLog).where(AuditLog.action == "entity.merge")).all()
+    assert [(m.actor, m.target) for m in merged] == [("web:lead", f"entity:{duplicate}")]
 
 
 def test_integrity__app_user_without_a_form_using_the_list__refused(app, field, reconcile):
