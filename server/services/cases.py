@@ -339,7 +339,12 @@ def resolve_review_item(
     ``dismiss`` (acknowledge: mismatch, quarantined, plaintext), ``retry`` (quarantined: the
     submission goes back to the reconciliation worker's queue, see :func:`retry_submission`).
     """
-    from server.services.reconcile import adopt_waiting_orphans, refresh_case, settle_in_case
+    from server.services.reconcile import (
+        adopt_waiting_orphans,
+        merge_device_entity,
+        refresh_case,
+        settle_in_case,
+    )
 
     item = session.get(ReviewRow, item_id)
     if (
@@ -380,7 +385,9 @@ def resolve_review_item(
             )
             session.add(case)
             session.flush()
-        placed = settle_in_case(session, assessment, case, actor=actor)
+        placed = settle_in_case(session, assessment, case)
+        if action == "link":
+            merge_device_entity(session, assessment, case, actor=actor)
         refresh_case(session, case, actor=actor)
         if action == "create_case":  # its other follow-ups may be waiting as orphans too
             adopt_waiting_orphans(session, item.project_id)

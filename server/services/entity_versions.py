@@ -53,6 +53,7 @@ __all__ = [
     "EntityBook",
     "EntityUpdate",
     "case_properties",
+    "merged_into",
     "received_properties",
 ]
 
@@ -62,6 +63,8 @@ _DIGITS = re.compile(r"^\d+$")
 _UUID = re.compile(
     r"^(uuid:)?[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I
 )
+
+MERGED = "merged"  # the source of the one version of an entity merged into another case
 
 # what an update asked for, and what became of it
 APPLIED, HELD, ERROR = "applied", "held", "error"
@@ -101,6 +104,25 @@ def received_properties(assessment: Any, declared: list[str] | None) -> dict[str
     }
     keep = set(declared) if declared else set(values)
     return {k: v for k, v in values.items() if k in keep and v is not None}
+
+
+def merged_into(session: Session, project_id: int, uuids: set[str]) -> dict[str, str]:
+    """Of ``uuids``, the entity ids an admin merged into another case, each with that case's
+    code (see :meth:`EntityBook.retire`): a tablet may still send follow-ups made on its own
+    copy before it learns the copy is gone."""
+    if not uuids:
+        return {}
+    rows = session.execute(
+        select(Entity.uuid, Entity.label)
+        .join(EntityVersion, EntityVersion.entity_id == Entity.id)
+        .where(
+            Entity.project_id == project_id,
+            Entity.dataset == DATASET,
+            Entity.uuid.in_(uuids),
+            EntityVersion.source == MERGED,
+        )
+    )
+    return {entity_uuid: code for entity_uuid, code in rows}
 
 
 def _int(text: str | None) -> int | None:
@@ -274,7 +296,7 @@ class EntityBook:
         self.session.add(entity)
         self.entities[entity_uuid] = entity
         self.versions[entity_uuid] = []
-        self._version(entity, {}, case.case_code, source="merged")
+        self._version(entity, {}, case.case_code, source=MERGED)
         entity.deleted_at = self.now
         self.audit.append(("entity.merge", f"entity:{entity_uuid}"))
 

@@ -59,6 +59,7 @@ from server.services.entity_versions import (
     EntityBook,
     EntityUpdate,
     case_properties,
+    merged_into,
     received_properties,
 )
 from sync_protocol.crypto import SignatureStatus, decrypt_submission
@@ -607,6 +608,7 @@ class _Batch:
         self.by_code: dict[str, Case] = {}
         self.by_id: dict[int, Case] = {}
         self.active: dict[Case, list[Assessment]] = {}
+        self.merged: dict[str, str] = {}  # a tablet's entity id merged into a case -> its code
         self.orphans: list[Assessment] = []
         self.orphan_items: dict[Assessment, ReviewItem] = {}
         self.book = EntityBook(session, project_id)
@@ -653,6 +655,8 @@ class _Batch:
         for a in successors:
             self.by_deprecated.setdefault(a.deprecated_id, a)
         case_ids = {a.case_id for a in [*previous, *successors] if a.case_id}
+        self.merged = merged_into(session, pid, uuids)
+        codes |= set(self.merged.values())
         stmt = (
             select(Case)
             .where(
@@ -717,9 +721,12 @@ class _Batch:
         return self.by_id.get(a.case_id) if a.case_id else None
 
     def find_case(self, entity_uuid: str | None, case_code: str | None) -> Case | None:
-        """The case by its entity id, else by its code unless that case has another id."""
+        """The case by its entity id (or the id an admin merged into it), else by its code
+        unless that case has another id."""
         if entity_uuid and entity_uuid in self.by_uuid:
             return self.by_uuid[entity_uuid]
+        if entity_uuid and entity_uuid in self.merged:
+            return self.by_code.get(self.merged[entity_uuid])
         case = self.by_code.get(case_code) if case_code else None
         return case if case is not None and _same_case(case, entity_uuid, case_code) else None
 
@@ -991,6 +998,9 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
             batch.book.hold_orphan(change)
         return
     a.case = case
+    if change is not None and a.entity_uuid in batch.merged and case.entity_uuid != a.entity_uuid:
+        # made on the tablet's own copy, merged into this case: not an update of its entity
+        change = None
     active = batch.active[case]
     if previous is not None and previous.state != AssessmentState.SUPERSEDED:
         if previous in active:
@@ -1079,18 +1089,13 @@ def _place(batch: _Batch, a: Assessment, case: Case) -> None:
         )  # fmt: skip
 
 
-def settle_in_case(session: Session, a: Assessment, case: Case, *, actor: str = "worker") -> str:
+def settle_in_case(session: Session, a: Assessment, case: Case) -> str:
     """Put an assessment an admin or the worker linked into its case, outside a batch.
 
     Returns ``"active"``, ``"duplicate"`` (it repeats an active assessment: superseded by it) or
     ``"conflict"`` (it differs from one with the same collection point and date: for review).
     """
     a.case = case
-    if a.entity_uuid and case.entity_uuid and a.entity_uuid != case.entity_uuid:
-        # linked by an admin: the device's own entity for this survivor goes (integrity API)
-        book = EntityBook(session, case.project_id)
-        book.retire(a.entity_uuid, case)
-        audit.record_many(session, actor, book.audit)
     active = list(
         session.scalars(
             select(Assessment).where(
@@ -1128,6 +1133,43 @@ def settle_in_case(session: Session, a: Assessment, case: Case, *, actor: str = 
             )
         )
     return "conflict"
+
+
+def merge_device_entity(session: Session, linked: Assessment, case: Case, *, actor: str) -> None:
+    """An admin linked ``linked`` into ``case`` although its tablet gave the survivor another
+    entity id (registered twice): that id is retired, so the integrity API tells the tablet to
+    drop its copy, and the tablet's other assessments of that copy, waiting as orphans, join
+    the case too (those it sends later are routed by :meth:`_Batch.find_case`)."""
+    if not linked.entity_uuid or not case.entity_uuid or linked.entity_uuid == case.entity_uuid:
+        return
+    book = EntityBook(session, case.project_id)
+    book.retire(linked.entity_uuid, case)
+    audit.record_many(session, actor, book.audit)
+    orphans = session.scalars(
+        select(Assessment)
+        .where(
+            Assessment.project_id == case.project_id,
+            Assessment.state == AssessmentState.ORPHAN,
+            Assessment.entity_uuid == linked.entity_uuid,
+            Assessment.id != linked.id,
+        )
+        .order_by(Assessment.id)
+    ).all()
+    if not orphans:
+        return
+    items = {
+        item.assessment_id: item
+        for item in session.scalars(
+            select(ReviewItem).where(
+                ReviewItem.kind == "orphan",
+                ReviewItem.assessment_id.in_([o.id for o in orphans]),
+                ReviewItem.resolved_at.is_(None),
+            )
+        )
+    }
+    for orphan in orphans:
+        _link_orphan(orphan, case, items.get(orphan.id))
+        settle_in_case(session, orphan, case)
 
 
 def _same_case(case: Case, entity_uuid: str | None, code: str | None) -> bool:

@@ -151,3 +151,62 @@ def test_integrity__150_offline_cases__production_gunicorn_accepts_the_request(a
     with Gunicorn(app_config, workers=1) as server:
         resp = requests.get(server.url + path, headers=collect_headers(), timeout=30)
     assert resp.status_code == 200, (resp.status_code, resp.text[:300])
+
+
+def test_merged_copy__tablet_follow_ups_before_and_after_the_link__join_the_case(
+    field, reconcile, admin_api, db_session
+):
+    """A tablet goes on working on its own copy of a survivor registered twice until its next
+    form update: a follow-up it sent before the admin linked its intake joins the case with
+    that link, and one it sends afterwards joins the case by itself (not the orphan queue),
+    without touching the case entity's versions as an update would."""
+    from sqlalchemy import select
+
+    from server.models import AuditLog
+    from server.models_cases import Assessment, Case, ReviewItem
+
+    r, kept, copy = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    field.send(case_code="KE-0910", point="intake", date="2026-01-10", entity_id=kept,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    # tablet B: its own intake, then a 6-month review made on its copy (its version 1)
+    field.send(case_code="KE-0910", point="intake", date="2026-01-12", entity_id=copy,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    field.send(case_code="KE-0910", point="six_month", date="2026-07-12", entity_id=copy,
+               ratings=ratings_for(r, "3"), base_version=1)  # fmt: skip
+    reconcile()
+    orphans = admin_api("GET", "/review-queues").get_json()["orphans"]
+    assert len(orphans) == 2
+    intake = next(o for o in orphans if "intake" in o["summary"])
+    case_id = db_session.scalar(select(Case.id).where(Case.case_code == "KE-0910"))
+    resp = admin_api("POST", f"/review-items/{intake['id']}/resolve",
+                     json={"action": "link", "case_id": case_id})  # fmt: skip
+    assert resp.status_code == 204, resp.data
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+    db_session.expire_all()
+    six = db_session.scalar(select(Assessment).where(Assessment.collection_point == "six_month"))
+    assert (six.case_id, six.state) == (case_id, "active")
+    item = db_session.scalar(select(ReviewItem).where(ReviewItem.assessment_id == six.id))
+    assert item.resolution == "auto_linked"
+
+    def entity_errors() -> int:
+        return len(
+            db_session.scalars(select(AuditLog).where(AuditLog.action == "entity.error")).all()
+        )
+
+    errors = entity_errors()  # B's create and update while its copy was unknown
+    # before its form update, tablet B sends an annual review made on its copy (version 2)
+    field.send(case_code="KE-0910", point="annual", date="2027-01-12", entity_id=copy,
+               ratings=ratings_for(r, "4"), base_version=2)  # fmt: skip
+    reconcile()
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+    case = db_session.scalar(select(Case).where(Case.id == case_id))
+    db_session.refresh(case)
+    assert case.assessment_count == 4 and case.latest_date.isoformat() == "2027-01-12"
+    assert not any(f.startswith("entity_") for f in case.flags)
+    assert entity_errors() == errors  # not an update of the case entity: nothing to refuse
+    row = field.collect.get(
+        f"{field.collect.base}/forms/{r['form_id']}/attachments/cases.csv"
+    ).get_data(as_text=True)
+    assert copy not in row and "2027-01-12" in row
+    assert _integrity(field.collect, [kept, copy]) == {kept: "false", copy: "true"}
