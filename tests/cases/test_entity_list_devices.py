@@ -44,6 +44,18 @@ def _entity_list_entry(collect, form_id: str) -> tuple[str, str]:
     return media.findtext(f"{NS}hash"), media.findtext(f"{NS}downloadUrl")
 
 
+def _registered_twice(field, reconcile, code: str) -> tuple[str, str]:
+    """Tablet A registers a survivor (reconciled); tablet B registers the same survivor under
+    the same code with its own entity id (sent, not reconciled). Returns both ids."""
+    r, kept, copy = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    field.send(case_code=code, point="intake", date="2026-01-10", entity_id=kept,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    field.send(case_code=code, point="intake", date="2026-01-12", entity_id=copy,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    return kept, copy
+
+
 def test_integrity__intake_linked_into_an_existing_case__device_copy_reported_deleted(
     field, reconcile, admin_api, db_session
 ):
@@ -58,12 +70,7 @@ def test_integrity__intake_linked_into_an_existing_case__device_copy_reported_de
 
     from server.models_cases import Case
 
-    r, kept, duplicate = field.report, str(uuid.uuid4()), str(uuid.uuid4())
-    field.send(case_code="KE-0901", point="intake", date="2026-01-10", entity_id=kept,
-               ratings=ratings_for(r, "1"))  # fmt: skip
-    reconcile()
-    field.send(case_code="KE-0901", point="intake", date="2026-01-12", entity_id=duplicate,
-               ratings=ratings_for(r, "2"))  # fmt: skip
+    kept, duplicate = _registered_twice(field, reconcile, "KE-0901")
     reconcile()
     [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
     case_id = db_session.scalar(select(Case.id).where(Case.case_code == "KE-0901"))
@@ -165,13 +172,9 @@ def test_merged_copy__tablet_follow_ups_before_and_after_the_link__join_the_case
     from server.models import AuditLog
     from server.models_cases import Assessment, Case, ReviewItem
 
-    r, kept, copy = field.report, str(uuid.uuid4()), str(uuid.uuid4())
-    field.send(case_code="KE-0910", point="intake", date="2026-01-10", entity_id=kept,
-               ratings=ratings_for(r, "1"))  # fmt: skip
-    reconcile()
-    # tablet B: its own intake, then a 6-month review made on its copy (its version 1)
-    field.send(case_code="KE-0910", point="intake", date="2026-01-12", entity_id=copy,
-               ratings=ratings_for(r, "2"))  # fmt: skip
+    r = field.report
+    kept, copy = _registered_twice(field, reconcile, "KE-0910")
+    # tablet B also made a 6-month review on its copy (its version 1)
     field.send(case_code="KE-0910", point="six_month", date="2026-07-12", entity_id=copy,
                ratings=ratings_for(r, "3"), base_version=1)  # fmt: skip
     reconcile()
