@@ -15,6 +15,7 @@ import re
 import secrets
 import sys
 import time
+import traceback
 from typing import Any
 
 from server.logs import RedactTokens, redact
@@ -57,8 +58,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             # type and traceback only: exception messages from parsers may quote input
             out["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-            out["traceback"] = redact(self.formatException(record.exc_info))
+            out["traceback"] = redact(frames_only(record.exc_info))
         return json.dumps(out, ensure_ascii=False)
+
+
+def frames_only(exc_info: Any) -> str:
+    """A traceback with the frames and exception types of every chained exception, but none
+    of their messages: a message may quote what it failed on (a decrypted answer)."""
+    out: list[str] = []
+    te: traceback.TracebackException | None = traceback.TracebackException(*exc_info)
+    while te is not None:
+        out.append("Traceback (most recent call last):\n")
+        out.extend(te.stack.format())
+        name = getattr(te, "exc_type_str", None) or getattr(te.exc_type, "__qualname__", "?")
+        out.append(f"{name} (message not logged)\n")
+        te = te.__cause__ or (None if te.__suppress_context__ else te.__context__)
+        if te is not None:
+            out.append("caused by / raised while handling:\n")
+    return "".join(out)
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:

@@ -9,9 +9,14 @@ Decisions:
   constant time); API calls authenticated by the cookie must send it as ``X-CSRF-Token``.
 * **API** clients either reuse the page session (cookie + ``X-CSRF-Token``) or send HTTP Basic
   with their username and password, accepted **only over https** (the password would otherwise
-  cross the network readable). Basic calls need no CSRF token: browsers never attach Basic
-  credentials to cross-site requests on their own. Failed Basic attempts feed the same DB rate
-  limit as Collect's Digest logins.
+  cross the network readable). Basic calls carry no CSRF token, but a browser that once
+  answered the API's Basic challenge attaches the cached credentials to any request to this
+  server, a cross-site form POST included: so a state-changing Basic call that a browser says
+  comes from another site (``Sec-Fetch-Site``, ``Origin``) is refused. Scripts and Collect send
+  neither header. Failed Basic attempts feed the same DB rate limit as Collect's Digest logins.
+* **Exports** are GET downloads; one a browser fetches for another site (a link, a redirect:
+  ``SameSite=Lax`` sends the cookie) is refused, so nobody is made to download survivor data,
+  with an audit row in their name, by a page elsewhere.
 * **Roles**: admin > manager > viewer. Admins are site-wide; managers and viewers hold their
   role per project (:mod:`server.services.access`). Every view whose URL names a project goes
   through :func:`api_route` or the pages' ``page`` decorator, which check the caller's role *in
@@ -112,6 +117,30 @@ def check_csrf(sent: str | None) -> None:
         )
 
 
+def from_another_site() -> bool:
+    """Whether a browser sent this request for another site: ``Sec-Fetch-Site`` says
+    cross-site or same-site (a sibling host), or ``Origin`` names another origin than this
+    server's. Collect, scripts and curl send neither header."""
+    from flask import current_app, request
+
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    ours = {request.host_url.rstrip("/"), str(current_app.config.get("BASE_URL") or "").rstrip("/")}
+    return origin.rstrip("/") not in ours
+
+
+def refuse_other_sites(what: str) -> None:
+    """ForbiddenError when :func:`from_another_site`."""
+    if from_another_site():
+        raise ForbiddenError(
+            f"Refused: {what} was requested by another website. Open Kintsugi's own page and "
+            "do it there."
+        )
+
+
 def session_user(db_session: Any) -> WebUser | None:
     """The web user of the session cookie, if it is still valid."""
     from flask import session
@@ -159,6 +188,8 @@ def api_user(db_session: Any) -> WebUser:
 
     user = basic_user(db_session)
     if user is not None:
+        if request.method in UNSAFE_METHODS:
+            refuse_other_sites("this change")  # a browser's cached Basic credentials
         return user
     user = session_user(db_session)
     if user is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -119,7 +120,8 @@ def reconcile_command(
 
     Before each batch the worker checks for an admin lock (admin page, API, ``kintsugi lock``):
     it then forgets its key (audited) and leaves encrypted submissions pending, without
-    unlocking from its passphrase file, until an admin unlocks the key again.
+    unlocking from its passphrase file, until an admin unlocks the key again. A key rotated in
+    meanwhile (by an admin elsewhere) is opened from the passphrase file (audited as an unlock).
     """
     from server.db import write_lock
     from server.errors import KeyLockedError, ServerError
@@ -138,8 +140,9 @@ def reconcile_command(
         """Honour an admin lock; unlock when there is encrypted work and no admin lock."""
         with write_lock(app), database.sessionmaker() as session:
             state = custody.honour_admin_lock(session, project_id, actor="worker")
-            if state.locked_at is None and not custody.is_unlocked(project_id):
-                if first or pending_backlog(session, project_id):
+            rotated = state.locked_at is None and bool(custody.unopened_keys(session, project_id))
+            if rotated or (state.locked_at is None and not custody.is_unlocked(project_id)):
+                if first or rotated or pending_backlog(session, project_id):
                     try:
                         custody.unlock_project(
                             session, project_id, passphrase, actor="worker",
@@ -282,7 +285,11 @@ def export_cases_command(project_id: int, fmt: str, wide: bool, out_file: Path) 
         if show:
             click.echo(f"\r{n} rows", nl=False, err=True)
 
-    with _session(app) as session, out_file.open("wb") as fh:
+    # survivor data: readable by its owner only (as backups), whatever the umask or an
+    # earlier file with the same name allowed
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh, _session(app) as session:
         rows = export_cases(session, project_id, fh, fmt=fmt, wide=wide, progress=progress)
     if show:
         click.echo("", err=True)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
-from server.errors import NotFoundError, ServerError
+from server.errors import KeyLockedError, NotFoundError, ServerError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionStatus
 from server.models_cases import Assessment as AssessmentRow
 from server.models_cases import AssessmentState, Case, CaseStatus
@@ -608,8 +608,17 @@ def decrypt_notes_on_demand(
     row = session.get(AssessmentRow, assessment_id)
     if row is None:
         raise NotFoundError(f"Assessment {assessment_id} does not exist.")
-    custody.honour_admin_lock(session, row.project_id, actor=actor)
+    if custody.honour_admin_lock(session, row.project_id, actor=actor).forgot:
+        # kept whatever follows: the request now fails on the locked key and rolls back
+        session.commit()
     sub = session.get(Submission, row.submission_id)
+    if sub.encrypted and session.get(FormVersion, sub.form_version_id).key_fingerprint in (
+        custody.unopened_keys(session, row.project_id)
+    ):
+        raise KeyLockedError(
+            "This form uses the project key made when the key was rotated, after you unlocked "
+            "it here: unlock the key again to read its notes."
+        )
     if store is None:
         from flask import current_app
 

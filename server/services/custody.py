@@ -272,6 +272,20 @@ def is_unlocked(project_id: int) -> bool:
         return project_id in _unlocked
 
 
+def unopened_keys(session: Session, project_id: int) -> set[str]:
+    """Fingerprints of the project's keys that this process, unlocked, has not opened: keys
+    rotated in (by another process) since it unlocked. Empty when it is locked."""
+    with _lock:
+        entry = _unlocked.get(project_id)
+        opened = set(entry.keys) if entry is not None else None
+    if opened is None:
+        return set()
+    stored = session.scalars(
+        select(ProjectKey.fingerprint).where(ProjectKey.project_id == project_id)
+    )
+    return set(stored) - opened
+
+
 def get_private_key(project_id: int, fingerprint: str) -> rsa.RSAPrivateKey:
     """The unlocked key with ``fingerprint``; touching it resets the idle timer.
 

@@ -72,11 +72,29 @@ def count_rows(session: Session, project_id: int, *, wide: bool = False) -> int:
     return session.scalar(_exported(stmt, project_id)) or 0
 
 
+#: how a spreadsheet formula can start (OWASP "CSV injection"); tab and CR as well
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str) -> str:
+    """A text cell that no spreadsheet will run: values sent by a device (a case code, an
+    office) are data, so one that starts like a formula gets a leading apostrophe. Numbers
+    ("-1") are left alone."""
+    if value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def _fmt(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, float):
         return round(value, 4)
+    if isinstance(value, str):
+        return _text(value)
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 

@@ -838,6 +838,13 @@ def _run_all(
         wait(futures)
 
 
+def _not_opened_yet() -> _Decoded:
+    raise KeyLockedError(
+        "The form was encrypted with a project key made after this process unlocked the "
+        "project: it waits as pending until the key is opened (the worker does so itself)."
+    )
+
+
 def _settle(job: Callable[[], _Decoded]) -> _Decoded | BaseException:
     try:
         return job()
@@ -875,9 +882,14 @@ def reconcile_batch(
         files = _files(session, store, todo)
         current = _current_versions(session, todo)
         infos = {fv: version_info(session, fv) for fv in {s.form_version_id for s in todo}}
+        # a key rotated in since this process unlocked: such submissions wait (as for a locked
+        # key) until the worker opens it, rather than being quarantined as undecryptable
+        unopened = custody.unopened_keys(session, project_id)
         jobs = [
-            partial(_decode, infos[sub.form_version_id], sub, project_id, raws[sub.xml_blob_key],
-                    files.get(sub.id, {}), current.get(sub.form_id))
+            _not_opened_yet
+            if sub.encrypted and infos[sub.form_version_id].fingerprint in unopened
+            else partial(_decode, infos[sub.form_version_id], sub, project_id,
+                         raws[sub.xml_blob_key], files.get(sub.id, {}), current.get(sub.form_id))
             for sub in todo
         ]  # fmt: skip
         decoded: list[_Decoded] = []

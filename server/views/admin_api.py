@@ -61,7 +61,7 @@ from server.schemas import (
 )
 from server.services import access
 from server.services.submission_list import list_submissions
-from server.web_auth import api_route, csrf_token
+from server.web_auth import api_route, csrf_token, refuse_other_sites
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 
@@ -786,6 +786,7 @@ def export_response(db: Session, user: WebUser, project: Project, fmt: str, wide
 
     if fmt not in EXPORT_TYPES:
         raise ValidationError({"format": ["Use csv or xlsx."]})
+    refuse_other_sites("this export")
     export = service("export")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
     name = f"kintsugi-project{project.id}-cases-{'wide' if wide else 'long'}-{stamp}.{fmt}"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from form_compiler.instance import build_instance
@@ -101,3 +107,24 @@ def encrypted_upload(
         version=report["version"],
         instance_id=instance_id,
     )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``predicate`` (another process is at work) until true; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def start_worker(runner: Any, field: Any, log_path: Path) -> subprocess.Popen:
+    """``kintsugi reconcile`` as a long-running worker process of its own (polling every 0.2 s),
+    its output in ``log_path``; stop it with SIGTERM."""
+    kintsugi = Path(sys.executable).parent / "kintsugi"
+    with log_path.open("w") as out:  # the worker keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [str(kintsugi), "reconcile", "--project", str(field.project_id), "--passphrase-file",
+             str(field.passphrase_file), "--interval", "0.2"],
+            env={**os.environ, **runner.env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip

@@ -7,12 +7,8 @@ pages, and the long-running worker as its own process.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,9 +17,7 @@ from server.models import AuditLog, FormVersion, Project, Submission
 from server.models_cases import Assessment, ReviewItem
 from tests.admin.conftest import Api, login, page_csrf, world  # noqa: F401 (the fixture)
 from tests.cases.conftest import PASSPHRASE, field  # noqa: F401 (the fixture)
-from tests.cases.fieldwork import ratings_for
-
-KINTSUGI = Path(sys.executable).parent / "kintsugi"
+from tests.cases.fieldwork import ratings_for, start_worker, wait_until
 
 
 def _audit(db_session, action: str, actor: str | None = None) -> list[AuditLog]:
@@ -102,14 +96,6 @@ def test_lock_cli__worker_waits_without_unlocking__until_admin_unlock(field, run
     ]  # KINTSUGI_KEY_IDLE_SECONDS
 
 
-def _wait(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.1)
-
-
 def test_worker__admin_locks_through_api__forgets_key_then_resumes_after_unlock(
     field, world, client, runner, db_session, tmp_path
 ):
@@ -118,21 +104,16 @@ def test_worker__admin_locks_through_api__forgets_key_then_resumes_after_unlock(
     admin = Api(client, "admin")
     pid = field.project_id
     log_path = tmp_path / "worker.out"
-    with log_path.open("w") as out:  # the worker keeps its own copy of the descriptor
-        worker = subprocess.Popen(
-            [str(KINTSUGI), "reconcile", "--project", str(pid), "--passphrase-file",
-             str(field.passphrase_file), "--interval", "0.2"],
-            env={**os.environ, **runner.env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    worker = start_worker(runner, field, log_path)
     try:
-        _wait(lambda: len(_audit(db_session, "key.unlock", "worker")) == 1)
+        wait_until(lambda: len(_audit(db_session, "key.unlock", "worker")) == 1)
         first = _send(field, 2)
-        _wait(lambda: _status(db_session, first) == "decrypted")
+        wait_until(lambda: _status(db_session, first) == "decrypted")
 
         locked = admin("POST", f"/projects/{pid}/key/lock")
         assert locked.status_code == 200
         assert locked.get_json()["locked_by_admin_at"] is not None
-        _wait(lambda: _audit(db_session, "key.lock", "worker") != [])
+        wait_until(lambda: _audit(db_session, "key.lock", "worker") != [])
         assert [a.details for a in _audit(db_session, "key.lock", "worker")] == [
             {"reason": "locked by an admin", "was_unlocked": True}
         ]
@@ -144,7 +125,7 @@ def test_worker__admin_locks_through_api__forgets_key_then_resumes_after_unlock(
 
         resumed = admin("POST", f"/projects/{pid}/key/unlock", json={"passphrase": PASSPHRASE})
         assert resumed.get_json()["locked_by_admin_at"] is None
-        _wait(lambda: _status(db_session, second) == "decrypted")
+        wait_until(lambda: _status(db_session, second) == "decrypted")
         assert len(_audit(db_session, "key.unlock", "worker")) == 2
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -171,7 +152,7 @@ def test_idle_lock__web_unlock__forgotten_after_key_idle_seconds_and_audited(
     ok = api("POST", f"/projects/{pid}/key/unlock", json={"passphrase": PASSPHRASE})
     assert ok.get_json()["unlocked"] is True
     assert _audit(db_session, "key.unlock")[-1].details["idle_seconds"] == 1
-    _wait(lambda: _audit(db_session, "key.lock") != [], timeout=10)
+    wait_until(lambda: _audit(db_session, "key.lock") != [], timeout=10)
     (row,) = _audit(db_session, "key.lock")
     assert (row.actor, row.target) == ("idle-timeout", f"project:{pid}")
     assert row.details["reason"] == "idle" and row.details["idle_seconds"] == 1

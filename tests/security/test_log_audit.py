@@ -121,3 +121,28 @@ def _drive(app: Any, client: Any, field: Any, monkeypatch: Any) -> None:
         json={"notes": {"safety": NOTE}},
     )
     client.post(f"/api/v1/projects/{pid}/key/lock", base_url=HTTPS, headers=admin)
+
+
+def test_json_log__exception_quoting_an_answer__message_never_logged():
+    """Should log the frames and types of a failure and its cause, never their messages: a
+    parser's message can quote the decrypted answer it choked on."""
+    import json
+    import sys
+
+    def parse(answer: str) -> int:
+        return int(answer)
+
+    try:
+        try:
+            parse(ANSWER)
+        except ValueError as err:
+            raise RuntimeError(f"could not read {ANSWER!r}") from err
+    except RuntimeError:
+        record = logging.LogRecord("kintsugi", logging.ERROR, __file__, 1, "failed", (), None)
+        record.exc_info = sys.exc_info()
+    line = json.loads(JsonFormatter().format(record))
+    assert ANSWER not in json.dumps(line)
+    assert line["exc_type"] == "RuntimeError"
+    tb = line["traceback"]
+    assert "ValueError (message not logged)" in tb and "RuntimeError (message not logged)" in tb
+    assert "in parse" in tb  # the frames are kept: where it failed

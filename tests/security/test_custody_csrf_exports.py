@@ -1,7 +1,7 @@
 # ruff: noqa: F811 (the shared ``field``/``world`` fixtures are imported from the conftests)
-"""Security review (branch review-sec): one failing test per finding, at the boundary a user
-touches (HTTP, CLI, the worker process). Each test states the behaviour the server should have.
-"""
+"""Key rotation under running processes, audit of forgotten keys, requests made by other
+websites, and what exports put on disk and into spreadsheets: each at the boundary a user
+touches (HTTP, CLI, the worker process)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -31,18 +30,16 @@ from tests.cases.conftest import (  # noqa: F401 (fixtures)
     field,
     reconcile,
 )
-from tests.cases.fieldwork import encrypted_upload, instance_xml, ratings_for
+from tests.cases.fieldwork import (
+    encrypted_upload,
+    instance_xml,
+    ratings_for,
+    start_worker,
+    wait_until,
+)
 
 KINTSUGI = Path(sys.executable).parent / "kintsugi"
 ENTITY = "5b0c7e2a-1d3f-4e5a-9b6c-7d8e9f0a1b2c"
-
-
-def _wait(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.1)
 
 
 def _audit(db_session, action: str) -> list[AuditLog]:
@@ -68,16 +65,9 @@ def test_key_rotation__running_worker__decrypts_submissions_to_the_new_key(
     """Should let the running reconciliation worker decrypt a submission made with a form
     published after an admin rotated the key (web API), instead of quarantining it with
     "No key of this project matches": the worker keeps only the keys it opened at unlock."""
-    pid = field.project_id
-    log_path = tmp_path / "worker.out"
-    with log_path.open("w") as out:
-        worker = subprocess.Popen(
-            [str(KINTSUGI), "reconcile", "--project", str(pid), "--passphrase-file",
-             str(field.passphrase_file), "--interval", "0.2"],
-            env={**os.environ, **runner.env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    worker = start_worker(runner, field, tmp_path / "worker.out")
     try:
-        _wait(lambda: any(a.actor == "worker" for a in _audit(db_session, "key.unlock")))
+        wait_until(lambda: any(a.actor == "worker" for a in _audit(db_session, "key.unlock")))
         rotated = admin_api("POST", "/key/rotate", json={"passphrase": PASSPHRASE})
         assert rotated.status_code == 200, rotated.get_json()
         new_fp = rotated.get_json()["key_fingerprint"]
@@ -103,12 +93,53 @@ def test_key_rotation__running_worker__decrypts_submissions_to_the_new_key(
             )
             return status not in (None, "pending_decryption")
 
-        _wait(settled)
+        wait_until(settled)
         sub = db_session.scalar(select(Submission).where(Submission.instance_id == instance_id))
         assert (sub.status, sub.quarantine_reason) == ("decrypted", None)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_key_rotation__by_another_process__notes_ask_to_unlock_again(
+    field, admin_api, runner, db_session
+):
+    """Should answer a notes request for a form encrypted with a key rotated in by another
+    process (another gunicorn worker) with "unlock again" (409, the key is not open here)
+    rather than "no key matches", and decrypt once the admin has unlocked again."""
+    pid, env = field.project_id, {**os.environ, **runner.env}
+    assert admin_api("POST", "/key/unlock", json={"passphrase": PASSPHRASE}).status_code == 200
+    rotate = (
+        "from server import create_app\nfrom server.services import custody\n"
+        "app = create_app()\nwith app.extensions['kintsugi.db'].sessionmaker() as s:\n"
+        f"    custody.rotate_project_key(s, {pid}, {PASSPHRASE.encode()!r}, actor='web:other')\n"
+        "    s.commit()\n"
+    )
+    subprocess.run([sys.executable, "-c", rotate], env=env, check=True, timeout=120)
+    assert admin_api("POST", "/forms", json={"context": CONTEXT}).status_code == 201
+    db_session.expire_all()
+    key = db_session.scalar(select(ProjectKey).where(ProjectKey.active.is_(True)))
+    version = db_session.scalar(
+        select(FormVersion).where(FormVersion.key_fingerprint == key.fingerprint)
+    )
+    public = load_der_public_key(base64.b64decode(key.public_key_b64))
+    instance_id, xml = instance_xml(
+        version.report, case_code="KE-0778", point="intake", date="2026-04-01",
+        ratings=ratings_for(version.report, "3"), entity_id=ENTITY, notes={"SAF": "fictional"},
+    )  # fmt: skip
+    field.post(*encrypted_upload(version.report, public, instance_id, xml))
+    worker = [str(KINTSUGI), "reconcile", "--project", str(pid), "--passphrase-file",
+              str(field.passphrase_file), "--once"]  # fmt: skip
+    subprocess.run(worker, env=env, check=True, timeout=120, capture_output=True)
+    db_session.expire_all()
+    assessment_id = db_session.scalar(select(Assessment.id))
+
+    refused = admin_api("POST", f"/assessments/{assessment_id}/notes")
+    assert refused.status_code == 409, refused.get_json()
+    assert "unlock the key again" in refused.get_json()["message"]
+    assert admin_api("POST", "/key/unlock", json={"passphrase": PASSPHRASE}).status_code == 200
+    notes = admin_api("POST", f"/assessments/{assessment_id}/notes")
+    assert notes.status_code == 200 and "fictional" in str(notes.get_json())
 
 
 # ------------------------------------------------------------------ custody: audit
