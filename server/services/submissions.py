@@ -21,7 +21,9 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
   have not arrived. Its parts are stored as sent until the last POST, which encrypts the XML
   and every file (in the order they arrived, Collect's order) in the transaction that completes
   it and removes the plaintext blobs (files only once that transaction has committed). An
-  upload whose last POST never comes stays in plaintext, incomplete.
+  upload whose last POST never comes stays in plaintext, incomplete. Complete submissions an
+  older server stored in plaintext are encrypted the same way (:func:`encrypt_stored_plaintext`)
+  by ``kintsugi submissions encrypt-stored`` (:mod:`server.services.stored_plaintext`).
   Unexpected parts next to an encrypted envelope (plaintext leftovers Collect failed to
   delete) are discarded and flagged ``discarded_unexpected_parts``.
 
