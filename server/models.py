@@ -58,7 +58,8 @@ class Role(enum.StrEnum):
 FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM = "plaintext_for_encrypted_form"
 FLAG_DISCARDED_PARTS = "discarded_unexpected_parts"
 #: a plaintext submission to an encrypted form, encrypted by the server to the form's key
-#: before anything was stored (services.submissions)
+#: (on arrival: services.submissions; stored as sent by an older server:
+#: services.stored_plaintext)
 FLAG_ENCRYPTED_ON_ARRIVAL = "encrypted_on_arrival"
 
 

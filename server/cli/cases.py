@@ -260,6 +260,71 @@ def submissions_retry_command(project_id: int, instance_ids: tuple[str, ...]) ->
         click.echo(f"{instance_id}: {status}, the worker processes it on its next pass")
 
 
+@submissions_group.command("encrypt-stored")
+@click.option("--project", "project_id", required=True, type=int)
+@click.option("--dry-run", is_flag=True, help="Only count what would be encrypted.")
+def submissions_encrypt_stored_command(project_id: int, dry_run: bool) -> None:
+    """Encrypt submissions stored in plaintext for a form that declares a public key (audited).
+
+    A server from before encryption on arrival stored what Collect sent in plaintext to an
+    encrypted form as it came. Each complete one is encrypted to its form version's key as
+    Collect would have, in its own transaction, and its plaintext files are removed. One not
+    reconciled yet then waits for the key; one reconciled keeps its assessment (its notes are
+    decrypted on demand with the key). An upload whose last part never arrived is left alone.
+    No key is needed. Running it again finds nothing.
+    """
+    from server.db import write_lock
+    from server.errors import ServerError
+    from server.services.stored_plaintext import encrypt_stored
+
+    app = _app()
+    database = app.extensions["kintsugi.db"]
+    try:
+        result = encrypt_stored(
+            database.sessionmaker, project_id, config=app.config, actor="cli",
+            dry_run=dry_run, write_lock=write_lock(app),
+        )  # fmt: skip
+    except ServerError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        database.engine.dispose()
+    if not dry_run:
+        for instance_id, reason in result.failed:
+            click.echo(f"{instance_id}: not encrypted: {reason}", err=True)
+    click.echo(_encrypt_stored_summary(project_id, result))
+    if result.failed and not dry_run:
+        raise click.exceptions.Exit(1)
+
+
+def _encrypt_stored_summary(project_id: int, result: Any) -> str:
+    """One line: what was (or would be) encrypted, and what is left for the admin to do."""
+    n = result.encrypted
+    if not (n or result.incomplete or result.failed):
+        return f"project {project_id}: no submission stored in plaintext for an encrypted form"
+    if result.dry_run:
+        head = f"project {project_id} (dry run, nothing changed): {n} would be encrypted"
+    else:
+        head = f"project {project_id}: {n} encrypted"
+    kinds = [
+        (result.pending, "not reconciled yet: wait for the key (kintsugi reconcile)"),
+        (result.reconciled, "reconciled: keep their assessments"),
+        (result.quarantined, "quarantined: stay so until retried"),
+    ]
+    detail = ", ".join(f"{count} {what}" for count, what in kinds if count)
+    line = head + (f" ({detail})" if detail else "")
+    if result.foreign_key:
+        line += f"; {result.foreign_key} to a key this project does not hold"
+    if result.incomplete:
+        line += (
+            f"; {result.incomplete} incomplete left in plaintext (last part never arrived; "
+            "encrypted when the device sends it)"
+        )
+    if result.failed:
+        left = "a run lists why" if result.dry_run else "listed above, fix and run again"
+        line += f"; {len(result.failed)} cannot be encrypted ({left})"
+    return line
+
+
 @click.group("export")
 def export_group() -> None:
     """Export reconciled data."""

@@ -21,7 +21,9 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
   have not arrived. Its parts are stored as sent until the last POST, which encrypts the XML
   and every file (in the order they arrived, Collect's order) in the transaction that completes
   it and removes the plaintext blobs (files only once that transaction has committed). An
-  upload whose last POST never comes stays in plaintext, incomplete.
+  upload whose last POST never comes stays in plaintext, incomplete. Complete submissions an
+  older server stored in plaintext are encrypted the same way (:func:`encrypt_stored_plaintext`)
+  by ``kintsugi submissions encrypt-stored`` (:mod:`server.services.stored_plaintext`).
   Unexpected parts next to an encrypted envelope (plaintext leftovers Collect failed to
   delete) are discarded and flagged ``discarded_unexpected_parts``.
 
@@ -582,27 +584,49 @@ def _completes_plaintext(session: Session, sub: Submission) -> bool:
 def _encrypt_split_upload(
     session: Session, store: BlobStore, sub: Submission, plain: Plaintext, flags: list[str]
 ) -> Receipt:
-    """Complete a split plaintext upload to an encrypted form by encrypting all of it.
-
-    The XML and every part (those stored by the earlier POSTs, then this POST's new ones: the
-    order Collect lists the files in, which is also the order it sends them) are encrypted to
-    the form version's key exactly as for a whole upload. The envelope and ``.enc`` files
-    replace the plaintext rows, and the plaintext blobs are removed with this transaction
-    (files once it has committed). ``xml_sha256`` stays that of the XML sent, so Collect's
-    resends still match.
-    """
-    earlier = [a for a in sub.attachments if a.present and a.blob_key]
+    """Complete a split plaintext upload to an encrypted form by encrypting all of it
+    (:func:`encrypt_stored_plaintext`, the parts stored by the earlier POSTs, then this POST's
+    new ones); it then waits for the key."""
+    pending = SubmissionStatus.PENDING_DECRYPTION.value
     try:
-        stored = read_many(store, [a.blob_key for a in earlier])
+        encrypt_stored_plaintext(session, store, sub, plain, status=pending, flags=flags)
     except NotFoundError as err:
         raise ServerError(
             "The server cannot find a file it received earlier with this submission. Keep "
             "the submission on the device and tell your supervisor."
         ) from err
+    return Receipt(submission_id=sub.id, created=False, complete=True)
+
+
+def encrypt_stored_plaintext(
+    session: Session,
+    store: BlobStore,
+    sub: Submission,
+    plain: Plaintext,
+    *,
+    status: str,
+    flags: list[str] | tuple[str, ...] = (),
+) -> None:
+    """Replace a plaintext submission stored for an encrypted form by its encryption, whole.
+
+    The XML (``plain.xml``: the same bytes as stored) and every part stored for ``sub`` (in
+    the order they were stored: the order Collect lists the files in, which is also the order
+    it sends them), then those of ``plain.parts`` not stored yet, are encrypted to the form
+    version's key exactly as for a whole upload. The envelope and ``.enc`` files replace the
+    plaintext rows, and the plaintext blobs are removed with this transaction (files once it
+    has committed). ``xml_sha256`` stays that of the XML sent, so Collect's resends still
+    match. ``sub`` becomes complete, encrypted, ``status``, flagged ``encrypted_on_arrival``
+    (and ``flags``). The caller commits.
+
+    :raises NotFoundError: a part stored earlier is missing from the blob store (nothing
+        written)
+    """
+    earlier = [a for a in sub.attachments if a.present and a.blob_key]
+    stored = read_many(store, [a.blob_key for a in earlier])
     media = {a.name: stored[a.blob_key] for a in earlier}
     for name, data in plain.parts.items():
         media.setdefault(name, data)  # a file sent twice: the first copy stays, as in a merge
-    manifest, files = plain.encrypt(media)  # the XML sent now: the same bytes as stored
+    manifest, files = plain.encrypt(media)
 
     xml_key = new_key("submissions")
     file_keys = {name: new_key("attachments") for name in files}
@@ -620,13 +644,12 @@ def _encrypt_split_upload(
     )
     sub.xml_blob_key, sub.xml_size = xml_key, len(manifest)
     sub.encrypted, sub.complete = True, True
-    sub.status = SubmissionStatus.PENDING_DECRYPTION.value
+    sub.status = status
     sub.deprecated_id = sub.instance_name = None  # read from the plaintext: not kept beside it
     sub.flags = sorted(set(sub.flags or []) | set(flags) | {FLAG_ENCRYPTED_ON_ARRIVAL})
     sub.updated_at = utcnow()
     session.flush()
     delete_on_commit(session, store, plaintext_keys)
-    return Receipt(submission_id=sub.id, created=False, complete=True)
 
 
 def quarantine_upload(

@@ -77,8 +77,9 @@ FLAG_EXPLANATIONS = {
     ),
     "encrypted_on_arrival": (
         "The server encrypted it to the form's key, as the device should have (an upload in "
-        "several parts once its last part arrived): it is kept only encrypted and waits for "
-        "the key like any encrypted submission."
+        "several parts once its last part arrived; one an older server stored unencrypted "
+        "when an admin ran kintsugi submissions encrypt-stored): it is kept only encrypted "
+        "and read with the key like any encrypted submission."
     ),
 }
 

@@ -75,16 +75,3 @@ def web_user(app: Any, field: Field) -> tuple[str, str]:
         grant_project_role(session, user, session.get(Project, field.project_id), "manager")
         session.commit()
     return "maria", "correct horse battery"
-
-
-def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Leave out combinations that do not exist rather than skip them: "blob files" on
-    SQLite (test_encrypt_on_arrival), whose blobs are files by default."""
-    keep, drop = [], []
-    for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        absent = params.get("backend") == "sqlite" and params.get("app") == "blob files"
-        (drop if absent else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
