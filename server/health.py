@@ -137,6 +137,26 @@ def _failed() -> Any:
     return openrosa_error(message, 500)
 
 
+NUL_MESSAGE = "The request contains a NUL character, which no name, code or text can hold."
+
+
+def _bad_request(message: str) -> Any:
+    from flask import request
+
+    from server.errors_http import openrosa_error
+
+    if request.blueprint and request.blueprint != "openrosa":
+        resp = jsonify({"error": "BAD_REQUEST", "message": message, "code": 400})
+        resp.status_code = 400
+        return resp
+    return openrosa_error(message, 400)
+
+
+def _has_nul(err: Exception) -> bool:
+    """psycopg refuses a NUL character in text before it reaches PostgreSQL."""
+    return "NUL" in str(getattr(err, "orig", "")) and getattr(err.orig, "sqlstate", None) is None
+
+
 def init_app(app: Any) -> None:
     """Register the health blueprint and the 503 handlers (database down, disk full)."""
     from flask import request
@@ -146,6 +166,15 @@ def init_app(app: Any) -> None:
 
     app.register_blueprint(bp)
     security.init_app(app)  # nosniff, frame denial, default CSP, HSTS over https
+
+    @app.before_request
+    def _refuse_nul() -> Any:
+        # a NUL in a path or query value cannot name anything; PostgreSQL cannot even compare
+        # it (found by schemathesis: a 500 before)
+        args = [x for key, values in request.args.lists() for x in (key, *values)]
+        if "\x00" in request.path or any("\x00" in x for x in args):
+            return _bad_request(NUL_MESSAGE)
+        return None
 
     @app.errorhandler(OperationalError)
     def _db_down(err: OperationalError) -> Any:
@@ -160,6 +189,8 @@ def init_app(app: Any) -> None:
         # (SQLSTATE 22003), SQLite's driver OverflowError. Any other DataError is a failure.
         from server.errors_http import openrosa_error
 
+        if isinstance(err, DataError) and _has_nul(err):
+            return _bad_request(NUL_MESSAGE)  # in a body: text the database cannot store
         if isinstance(err, DataError) and getattr(err.orig, "sqlstate", None) != "22003":
             log.error("database error: %s", type(err.orig).__name__)
             return _failed()

@@ -123,11 +123,24 @@ def _no_store(resp: Response) -> Response:
     return resp
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def body(schema: type[Schema]) -> dict[str, Any]:
     """The JSON body validated by ``schema`` (unknown fields refused)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ValidationError({"_body": ["Send a JSON object (Content-Type: application/json)."]})
+    with_nul = sorted(k for k, v in data.items() if _has_nul(v))
+    if with_nul:  # no name, code or text holds one (and PostgreSQL cannot store it)
+        raise ValidationError({k: ["Contains a NUL character."] for k in with_nul})
     return schema().load(data)
 
 
