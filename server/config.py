@@ -52,9 +52,6 @@ DEFAULTS: dict[str, Any] = {
     # Off by default: Collect posts to the form's action instead of <server URL>/submission,
     # which would drop the app-user token from the URL (see server/services/publishing.py).
     "EMBED_SUBMISSION_URL": False,
-    # Serve each form with <submission action="<the URL the device used>/submission">, so a
-    # device provisioned with an app-user token posts back through its own token URL.
-    "SUBMISSION_URL_IN_FORMS": True,
     # An unlocked project key is forgotten after this many seconds without use (server.services
     # .custody): the web tier's unlocks, and the default of ``kintsugi reconcile --idle-lock``.
     "KEY_IDLE_SECONDS": 15 * 60,
@@ -89,7 +86,6 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_DB_PRE_PING": ("DB_PRE_PING", _bool),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
-    "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
     "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
     "KINTSUGI_ENTITY_BACKLOG_DAYS": ("ENTITY_BACKLOG_DAYS", float),
     "KINTSUGI_RECONCILE_THREADS": ("RECONCILE_THREADS", int),
