@@ -127,7 +127,8 @@ def _forbidden() -> AuthError:
 
 
 def digest_ha1(username: str, realm: str, password: str) -> str:
-    """md5(username:realm:password), the Digest password equivalent."""
+    """md5(username:realm:password) over UTF-8, the Digest password equivalent (the challenge
+    says ``charset=UTF-8`` so that clients hash the same bytes)."""
     return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
@@ -185,11 +186,16 @@ def _opaque(secret: str) -> str:
 
 def challenge_headers(config: dict[str, Any], *, https: bool, stale: bool = False) -> list:
     """``WWW-Authenticate`` headers: Digest always (first: Collect takes the first it supports),
-    Basic only over https."""
+    Basic only over https.
+
+    The Digest challenge says ``charset=UTF-8`` (RFC 7616 §3.3): okhttp-digest hashes the
+    credentials in the challenge's charset and, without one, in US-ASCII, turning every
+    non-ASCII character of a password into ``?``; HA1 is stored over UTF-8 (:func:`digest_ha1`).
+    """
     realm = config["DIGEST_REALM"]
     secret = config["SECRET_KEY"]
     digest = (
-        f'Digest realm="{realm}", qop="auth", algorithm=MD5, '
+        f'Digest realm="{realm}", qop="auth", algorithm=MD5, charset=UTF-8, '
         f'nonce="{make_nonce(secret)}", opaque="{_opaque(secret)}"'
     )
     if stale:

@@ -261,6 +261,15 @@ def test_users_create__generated_password_shown_once_and_works(
     assert me.get_json()["username"] == "ana"
 
 
+def test_users_create__username_collect_cannot_send__400_says_why(api: dict[str, Api]) -> None:
+    """OkHttp (Collect) sends header values in printable ASCII only, so a username with an
+    accent could never sign in from a tablet: refused at creation, with the reason."""
+    resp = api["admin"]("POST", "/users", json={"username": "josé", "role": "manager"})
+    assert resp.status_code == 400
+    assert "ODK Collect cannot send" in resp.get_json()["message"]
+    assert "josé" not in {u["username"] for u in api["admin"]("GET", "/users").get_json()}
+
+
 def test_unrouted_api_paths__json_errors(client: Any) -> None:
     missing = client.get("/api/v1/no-such-thing")
     assert missing.status_code == 404 and missing.get_json()["code"] == 404

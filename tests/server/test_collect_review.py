@@ -216,3 +216,20 @@ def test_digest__next_post_of_split_upload_on_slow_link__not_sent_twice(app, cli
         uri, data=body, headers={**collect_headers(), "Content-Type": ctype, "Authorization": auth}
     )
     assert resp.status_code == 201, resp.headers.get("WWW-Authenticate")
+
+
+def test_digest__non_ascii_username__refused_at_creation_with_reason(runner, app):
+    """okhttp-digest writes the username as is into ``Authorization`` and OkHttp refuses any
+    header value outside printable ASCII, so Collect could never sign in as ``josé`` (an
+    exception on the tablet, not even a password prompt). ``kintsugi users create`` refuses
+    such a name and says why; an ASCII name with a non-ASCII password works (above)."""
+    from sqlalchemy import select
+
+    from server.models import WebUser
+
+    result = runner.invoke("users", "create", "josé", "--role", "manager")
+    assert result.exit_code != 0
+    assert "'josé'" in result.output and "ODK Collect cannot send" in result.output
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        assert s.scalars(select(WebUser.username)).all() == []
+    assert runner.invoke("users", "create", "jose", "--role", "manager").exit_code == 0
