@@ -15,9 +15,11 @@ import hashlib
 import re
 import uuid
 
+import pytest
 import requests
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from server.errors import PublishError
 from server.services.projects import create_project
 from server.services.users import create_app_user, revoke_app_user
 from sync_protocol.crypto import encrypt_submission
@@ -129,15 +131,8 @@ def test_form_action__device_given_new_qr_code__unsent_instances_still_upload(ap
     assert resp.status_code == 201, resp.data
 
 
-def test_form_without_instance_id__listed_to_collect__its_submissions_accepted(app, field):
-    """A form the server publishes and lists to Collect must not have every submission refused.
-
-    An XLSForm with ``omit_instanceID`` yields a form with no ``meta/instanceID``; Collect
-    fills and sends it as is. The server publishes and lists it, then answers each upload
-    400 "The form must be fixed by its designer". Central accepts such plaintext submissions
-    (it generates the id: openrosa.md §6.4-3). Either refuse the form at publication, or
-    accept its submissions.
-    """
+def _form_without_instance_id() -> bytes:
+    """What pyxform makes of an XLSForm with ``omit_instanceID``: no meta/instanceID."""
     no_id = (
         xform("noid")
         .replace(b'<bind nodeset="/data/meta/instanceID" type="string" readonly="true()" '
@@ -145,14 +140,37 @@ def test_form_without_instance_id__listed_to_collect__its_submissions_accepted(a
         .replace(b"<meta><instanceID/><instanceName/></meta>", b"")
     )  # fmt: skip
     assert b"instanceID" not in no_id
-    try:
-        publish(app, field.project_id, no_id)
-    except Exception:  # refused at publication: the form never reaches a device
-        return
-    assert b"<formID>noid</formID>" in field.collect.form_list().data
-    xml = b'<?xml version=\'1.0\' ?><data id="noid" version="1"><name>A</name><photo/></data>'
-    resp = field.collect.submit(xml)
-    assert resp.status_code == 201, resp.data
+    return no_id
+
+
+def test_form_without_instance_id__published__refused_never_listed_to_collect(app, field):
+    """A form the server would publish and list to Collect must not have every submission
+    refused.
+
+    An XLSForm with ``omit_instanceID`` yields a form with no ``meta/instanceID``; Collect
+    fills and sends it as is, and the server answers each upload 400 "The form must be fixed
+    by its designer" (Central would generate an id: openrosa.md §6.4-3). The server refuses
+    such a form at publication, telling the designer what to change, so it never reaches a
+    device.
+    """
+    with pytest.raises(PublishError) as refused:
+        publish(app, field.project_id, _form_without_instance_id())
+    message = str(refused.value)
+    assert "'noid'" in message and "meta/instanceID" in message
+    assert "omit_instanceID" in message
+    assert b"noid" not in field.collect.form_list().data
+    assert field.collect.get(f"{field.collect.base}/forms/noid.xml").status_code == 404
+
+
+def test_form_without_instance_id__cli_publish__names_file_and_fix(runner, field, tmp_path):
+    """``kintsugi forms publish`` refuses it with the file at fault and the fix."""
+    path = tmp_path / "noid.xml"
+    path.write_bytes(_form_without_instance_id())
+    result = runner.invoke("forms", "publish", "--project", str(field.project_id), str(path))
+    assert result.exit_code != 0
+    assert f"{path}: Form 'noid' has no meta/instanceID" in result.output
+    assert "omit_instanceID" in result.output
+    assert b"noid" not in field.collect.form_list().data
 
 
 def test_integrity__digest_user_with_250_offline_cases__production_gunicorn_accepts(
