@@ -173,15 +173,16 @@ def test_form_without_instance_id__cli_publish__names_file_and_fix(runner, field
     assert b"noid" not in field.collect.form_list().data
 
 
-def test_integrity__digest_user_with_250_offline_cases__production_gunicorn_accepts(
+def test_integrity__digest_user_with_many_offline_cases__production_gunicorn_accepts(
     app, app_config, field
 ):
     """The integrity GET for a web user signed in with Digest. okhttp-digest puts the whole
     request path *and query* in the ``uri`` parameter of ``Authorization`` (requestPath), and
     Collect sends it proactively once authenticated (AuthenticationCacheInterceptor). With
     ``?id=`` listing every offline case (39 bytes each) the header passes gunicorn's default
-    ``limit_request_field_size`` (8190) at about 205 cases; docker/gunicorn.conf.py lifted
-    only ``limit_request_line``, so the server answers 431 and Collect's form update fails.
+    ``limit_request_field_size`` (8190) at about 205 cases. Lifting only
+    ``limit_request_line`` in docker/gunicorn.conf.py left the header refused, and Collect's
+    form update failed.
     """
     from tests.reliability.server import Gunicorn
 
@@ -192,19 +193,21 @@ def test_integrity__digest_user_with_250_offline_cases__production_gunicorn_acce
         report={"entity_list": {"dataset": "cases", "properties": ["district"]}},
     )
     _manager(app, field.project_id, "maria", "correct horse battery")
-    ids = [str(uuid.uuid4()) for _ in range(250)]
-    path = with_device_id(
-        f"/v1/projects/{field.project_id}/datasets/cases/integrity?id={'%2C'.join(ids)}"
-    )
     with Gunicorn(app_config, workers=1) as server:
-        first = requests.get(server.url + path, headers=collect_headers(), timeout=30)
-        assert first.status_code == 401
-        ch = _parse_challenge(first.headers["WWW-Authenticate"])
-        auth = _okhttp_digest(ch, "maria", "correct horse battery", "GET", path)
-        resp = requests.get(
-            server.url + path, headers={**collect_headers(), "Authorization": auth}, timeout=30
-        )
-    assert resp.status_code == 200, (resp.status_code, resp.text[:300])
+        # 250: past the old limit; 1,600: what README.md and the config promise (64 KiB)
+        for cases in (250, 1600):
+            ids = [str(uuid.uuid4()) for _ in range(cases)]
+            path = with_device_id(
+                f"/v1/projects/{field.project_id}/datasets/cases/integrity?id={'%2C'.join(ids)}"
+            )
+            first = requests.get(server.url + path, headers=collect_headers(), timeout=30)
+            assert first.status_code == 401
+            ch = _parse_challenge(first.headers["WWW-Authenticate"])
+            auth = _okhttp_digest(ch, "maria", "correct horse battery", "GET", path)
+            resp = requests.get(
+                server.url + path, headers={**collect_headers(), "Authorization": auth}, timeout=30
+            )
+            assert resp.status_code == 200, (cases, resp.status_code, resp.text[:300])
 
 
 def test_digest__next_post_of_split_upload_on_slow_link__not_sent_twice(app, client, field):
