@@ -210,15 +210,23 @@ def test_integrity__digest_user_with_many_offline_cases__production_gunicorn_acc
             assert resp.status_code == 200, (cases, resp.status_code, resp.text[:300])
 
 
-def test_digest__next_post_of_split_upload_on_slow_link__not_sent_twice(app, client, field):
+@pytest.mark.parametrize(
+    "age",
+    [
+        pytest.param(900, id="1 Mbit/s, one POST before"),
+        pytest.param(7 * 3600, id="64 kbit/s, two POSTs before"),
+    ],
+)
+def test_digest__next_post_of_split_upload_on_slow_link__not_sent_twice(app, client, field, age):
     """Collect splits an upload into POSTs of up to X-OpenRosa-Accept-Content-Length (100 MB
     here) and sends them back to back with no HEAD in between (OkHttpConnection
     .uploadSubmissionAndFiles), each with the cached Digest credentials, i.e. the nonce from
-    the HEAD probe. 100 MB at 1 Mbit/s takes about 15 minutes, so the next POST carries a
-    nonce older than NONCE_TTL (300 s): the server answers 401 stale=true once the body has
-    been read, and OkHttp sends the whole 100 MB again with the new nonce. The nonce count
-    (``digest_nonces``) already refuses replays, so an old nonce with a new ``nc`` is safe to
-    accept; on metered field data every expiry costs a full re-upload.
+    the HEAD probe. 100 MB takes about 15 minutes at 1 Mbit/s and 3.5 hours at 64 kbit/s, so
+    the next POST carries a nonce that old or older; were it stale the server would answer
+    401 stale=true once the body has been read, and OkHttp would send the whole 100 MB again
+    with the new nonce. The nonce count (``digest_nonces``) refuses replays, so an old nonce
+    with a new ``nc`` is safe to accept; on metered field data every expiry costs a full
+    re-upload.
     """
     import time
 
@@ -229,14 +237,42 @@ def test_digest__next_post_of_split_upload_on_slow_link__not_sent_twice(app, cli
     _manager(app, field.project_id, "maria", "correct horse battery")
     uri = f"/v1/projects/{field.project_id}/submission?deviceID=collect%3AXa7bC9dE1fG3hJ5k"
     ch = _parse_challenge(client.head(uri, headers=collect_headers()).headers["WWW-Authenticate"])
-    # the nonce the HEAD probe got when the upload started, 15 minutes and one POST ago
-    ch["nonce"] = make_nonce(app.config["SECRET_KEY"], now=time.time() - 900)
+    # the nonce the HEAD probe got when the upload started, ``age`` seconds ago
+    ch["nonce"] = make_nonce(app.config["SECRET_KEY"], now=time.time() - age)
     body, ctype = multipart_body(instance(photo="p2.jpg"), files={"p2.jpg": b"\xff\xd8" * 1000})
     auth = _okhttp_digest(ch, "maria", "correct horse battery", "POST", uri, nc=3)
-    resp = client.post(
-        uri, data=body, headers={**collect_headers(), "Content-Type": ctype, "Authorization": auth}
-    )
+    headers = {**collect_headers(), "Content-Type": ctype, "Authorization": auth}
+    resp = client.post(uri, data=body, headers=headers)
     assert resp.status_code == 201, resp.headers.get("WWW-Authenticate")
+    # the same POST replayed, or an older count, on that long-lived nonce: refused
+    replay = client.post(uri, data=body, headers=headers)
+    assert replay.status_code == 401 and "stale=true" in replay.headers["WWW-Authenticate"]
+    older = _okhttp_digest(ch, "maria", "correct horse battery", "POST", uri, nc=2)
+    resp = client.post(uri, data=body, headers={**headers, "Authorization": older})
+    assert resp.status_code == 401
+
+
+def test_digest__nonce_past_its_lifetime__stale_then_fresh_challenge_signs_in(app, client, field):
+    """A nonce older than NONCE_TTL still expires: the right password gets 401 with
+    ``stale=true`` (okhttp-digest retries without prompting) and a challenge that again says
+    ``charset=UTF-8``, which Collect answers at once."""
+    import time
+
+    from server.auth import make_nonce
+
+    _manager(app, field.project_id, "maria", "contraseña segura")
+    uri = f"/v1/projects/{field.project_id}/formList?deviceID=collect%3AXa7bC9dE1fG3hJ5k"
+    ch = _parse_challenge(client.get(uri, headers=collect_headers()).headers["WWW-Authenticate"])
+    ch["nonce"] = make_nonce(
+        app.config["SECRET_KEY"], now=time.time() - app.config["NONCE_TTL"] - 5
+    )
+    auth = _okhttp_digest(ch, "maria", "contraseña segura", "GET", uri, nc=7)
+    stale = client.get(uri, headers={**collect_headers(), "Authorization": auth})
+    assert stale.status_code == 401
+    fresh = _parse_challenge(stale.headers["WWW-Authenticate"])
+    assert fresh["stale"] == "true" and fresh["charset"] == "UTF-8"
+    auth = _okhttp_digest(fresh, "maria", "contraseña segura", "GET", uri)
+    assert client.get(uri, headers={**collect_headers(), "Authorization": auth}).status_code == 200
 
 
 def test_digest__non_ascii_username__refused_at_creation_with_reason(runner, app):
