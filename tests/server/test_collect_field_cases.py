@@ -1,4 +1,9 @@
-"""Collect-facing behaviours found in review: each test does what ODK Collect really does.
+"""What ODK Collect does in the field, replayed against the server request by request.
+
+A device given a new QR code with instances still to send; a password with accents signed in
+with Digest, and a username Collect cannot send; a form designed without ``meta/instanceID``;
+the integrity GET of a Digest user holding hundreds of offline cases, under the production
+gunicorn config; the next POST of a split upload arriving long after the nonce was issued.
 
 Sources (read at the commits listed in shared/notes/openrosa.md §0):
 * getodk/collect ``collect_app/.../tasks/SaveFormToDisk.java``,
@@ -92,10 +97,11 @@ def test_form_action__device_given_new_qr_code__unsent_instances_still_upload(ap
     Collect stores the form's ``<submission action>`` on every instance when it is first saved
     (SaveFormToDisk: ``instanceBuilder.submissionUri(form.getSubmissionUri())``) and later
     posts there, falling back to ``<server URL>/submission`` only when there is no action
-    (OpenRosaServerInstanceUploader.getUrlToSubmitTo). The server serves each device the form
-    with ``action="<its own token URL>/submission"``, so every draft and finalized instance
-    made before the new QR code keeps posting to the revoked token: 403 for ever, and an
-    encrypted instance cannot be reopened to pick up another URL.
+    (OpenRosaServerInstanceUploader.getUrlToSubmitTo). Were the form served with
+    ``action="<the device's token URL>/submission"``, every draft and finalized instance made
+    before the new QR code would keep posting to the revoked token: 403 for ever, and an
+    encrypted instance cannot be reopened to pick up another URL. So the server serves the
+    form without an action.
     """
     with app.extensions["kintsugi.db"].sessionmaker() as s:
         project = create_project(s, "Rotation office", passphrase=b"fictional passphrase 44")
