@@ -21,6 +21,14 @@ graceful_timeout = 30
 # limits stay, and a proxy in front must allow long lines too (nginx:
 # large_client_header_buffers 4 64k allows about 1,600 cases).
 limit_request_line = 0
+# The same query comes back in a header: a web user signed in with Digest sends the whole path
+# and query again in the uri="..." of Authorization (okhttp-digest), so that header is as long
+# as the request line. gunicorn refuses a header field over limit_request_field_size (default
+# 8190, about 200 cases), and 0 does NOT lift it: gunicorn's http/message.py replaces any value
+# <= 0 by that default (checked in gunicorn 27.0.1, whatever its docs say). 64 KiB matches the
+# nginx buffers above (about 1,600 cases); gunicorn buffers at most limit_request_fields (100)
+# fields of that size per request.
+limit_request_field_size = 65536
 keepalive = 5
 # The app writes its own JSON access line (with request id, token redacted); gunicorn's is off.
 accesslog = None

@@ -8,14 +8,17 @@
   as well. Nonces are ``timestamp:HMAC(secret, timestamp)``: any node sharing
   ``KINTSUGI_SECRET_KEY`` can verify them without shared state; an expired one is answered with
   ``stale=true`` so Collect retries without prompting. Nonces live ``KINTSUGI_NONCE_TTL``
-  seconds.
+  seconds, 8 hours by default: Collect reuses one nonce for every request after a challenge,
+  and an expired one costs a whole resent POST of up to 100 MB (see ``server/config.py``).
 * **Replay**: the nonce count ``nc`` must rise with every request on one nonce (RFC 7616
   §3.4). The highest ``nc`` accepted per nonce is a row of ``digest_nonces`` in the shared
   database (not process memory: the next request may reach another worker or node), claimed by
   one conditional upsert that only raises it; a replayed or non-increasing ``nc`` gets a 401
   with a fresh challenge and ``stale=true`` (the password was right: okhttp-digest then
   retries with the new nonce instead of prompting). Without ``qop`` there is no ``nc``: such a
-  nonce is good for one request. Rows outlive their nonce by at most a minute and are pruned.
+  nonce is good for one request. A row expires a minute after its nonce does (issue time +
+  TTL, however late the nonce was last used) and expired rows are pruned, so the table holds
+  at most the nonces used within one TTL, and only a correct password writes a row.
 * **Digest trade-off**: the server must keep HA1 = md5(username:realm:password), which is
   password-equivalent *for this realm only*. We store it next to the scrypt hash used for
   Basic/admin logins; changing the password replaces both, which revokes old Digest
@@ -127,7 +130,8 @@ def _forbidden() -> AuthError:
 
 
 def digest_ha1(username: str, realm: str, password: str) -> str:
-    """md5(username:realm:password), the Digest password equivalent."""
+    """md5(username:realm:password) over UTF-8, the Digest password equivalent (the challenge
+    says ``charset=UTF-8`` so that clients hash the same bytes)."""
     return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
@@ -161,15 +165,29 @@ def make_nonce(secret: str, now: float | None = None) -> str:
     return base64.urlsafe_b64encode(f"{body}:{mac}".encode()).decode().rstrip("=")
 
 
-def check_nonce(secret: str, nonce: str, ttl: int, now: float | None = None) -> str:
-    """``"ok"``, ``"stale"`` (valid but expired) or ``"bad"``."""
+def _nonce_parts(nonce: str) -> tuple[str, str, int] | None:
+    """(signed body, mac, issue time) of a nonce, None when it is not one of ours."""
     try:
         padded = nonce + "=" * (-len(nonce) % 4)
         body, mac = base64.urlsafe_b64decode(padded.encode()).decode().rsplit(":", 1)
         ts, _random = body.split(":", 1)
-        issued = int(ts)
+        return body, mac, int(ts)
     except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def nonce_issued_at(nonce: str) -> int | None:
+    """The unix time a nonce was issued (not verified: call :func:`check_nonce` first)."""
+    parts = _nonce_parts(nonce)
+    return None if parts is None else parts[2]
+
+
+def check_nonce(secret: str, nonce: str, ttl: int, now: float | None = None) -> str:
+    """``"ok"``, ``"stale"`` (valid but expired) or ``"bad"``."""
+    parts = _nonce_parts(nonce)
+    if parts is None:
         return "bad"
+    body, mac, issued = parts
     expected = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()[:32]
     if not hmac.compare_digest(mac.encode(), expected.encode()):
         return "bad"
@@ -185,11 +203,16 @@ def _opaque(secret: str) -> str:
 
 def challenge_headers(config: dict[str, Any], *, https: bool, stale: bool = False) -> list:
     """``WWW-Authenticate`` headers: Digest always (first: Collect takes the first it supports),
-    Basic only over https."""
+    Basic only over https.
+
+    The Digest challenge says ``charset=UTF-8`` (RFC 7616 §3.3): okhttp-digest hashes the
+    credentials in the challenge's charset and, without one, in US-ASCII, turning every
+    non-ASCII character of a password into ``?``; HA1 is stored over UTF-8 (:func:`digest_ha1`).
+    """
     realm = config["DIGEST_REALM"]
     secret = config["SECRET_KEY"]
     digest = (
-        f'Digest realm="{realm}", qop="auth", algorithm=MD5, '
+        f'Digest realm="{realm}", qop="auth", algorithm=MD5, charset=UTF-8, '
         f'nonce="{make_nonce(secret)}", opaque="{_opaque(secret)}"'
     )
     if stale:
@@ -283,13 +306,18 @@ def _nc_upsert(dialect: Dialect) -> Any:
     return stmt
 
 
-def claim_nonce_count(session: Session, nonce: str, nc: int, *, ttl: int) -> bool:
+def claim_nonce_count(
+    session: Session, nonce: str, nc: int, *, ttl: int, issued: float | None = None
+) -> bool:
     """Record ``nc`` as the highest count used with ``nonce``; False for a replay.
 
     One statement (the caller commits at once, so a rolled-back request cannot free its
-    count for a replay). Now and then expired rows are pruned in the same transaction.
+    count for a replay). The row expires a minute after the nonce issued at ``issued`` (unix
+    time; default now) does, so however long a nonce is used its row outlives it by no more.
+    Now and then expired rows are pruned in the same transaction.
     """
-    expires_at = utcnow() + dt.timedelta(seconds=ttl + _NC_ROW_SLACK)
+    start = utcnow() if issued is None else dt.datetime.fromtimestamp(issued, dt.UTC)
+    expires_at = start + dt.timedelta(seconds=ttl + _NC_ROW_SLACK)
     claimed = session.execute(
         _nc_upsert(session.get_bind().dialect),
         {"nonce": nonce, "nc": nc, "expires_at": expires_at},
@@ -339,7 +367,11 @@ def authenticate_web_user(
             if state != "ok":
                 stale = True  # right password, old nonce: retry without prompting
             elif nc is not None and claim_nonce_count(
-                session, creds.params["nonce"], nc, ttl=config["NONCE_TTL"]
+                session,
+                creds.params["nonce"],
+                nc,
+                ttl=config["NONCE_TTL"],
+                issued=nonce_issued_at(creds.params["nonce"]),
             ):
                 user = candidate
             elif nc is not None:

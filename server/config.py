@@ -35,7 +35,15 @@ DEFAULTS: dict[str, Any] = {
     "BASE_URL": None,  # public URL of this server (for QR codes, submission URLs in forms)
     "TRUST_PROXY": False,  # honour X-Forwarded-Proto/For/Host (only behind a proxy you run)
     "DIGEST_REALM": "kintsugi",
-    "NONCE_TTL": 300,  # seconds a Digest nonce is valid before stale=true
+    # Seconds a Digest nonce stays valid before stale=true. Collect answers a challenge once and
+    # then reuses that nonce with a rising nc for every request it sends (the HEAD probe, then
+    # each POST of a split upload back to back, each up to ACCEPT_CONTENT_LENGTH = 100 MB). An
+    # expired nonce makes OkHttp send the whole POST again, and behind a buffering proxy the
+    # nonce is only checked once the body has arrived. 100 MB at 64 kbit/s (a congested 2G/EDGE
+    # uplink) takes 100e6 * 8 / 64e3 = 12,500 s, about 3.5 h; 8 h covers the probe and two such
+    # POSTs. Replay protection does not depend on it: the highest nc of each nonce is kept in
+    # digest_nonces while the nonce is valid, and those rows are pruned once it has expired.
+    "NONCE_TTL": 8 * 3600,
     "AUTH_FAIL_LIMIT": 10,  # failed logins per client IP (and per IP+user) ...
     "AUTH_FAIL_WINDOW": 300,  # ... within this many seconds before 429
     "ACCEPT_CONTENT_LENGTH": 100_000_000,  # X-OpenRosa-Accept-Content-Length (what Collect packs)
@@ -52,9 +60,6 @@ DEFAULTS: dict[str, Any] = {
     # Off by default: Collect posts to the form's action instead of <server URL>/submission,
     # which would drop the app-user token from the URL (see server/services/publishing.py).
     "EMBED_SUBMISSION_URL": False,
-    # Serve each form with <submission action="<the URL the device used>/submission">, so a
-    # device provisioned with an app-user token posts back through its own token URL.
-    "SUBMISSION_URL_IN_FORMS": True,
     # An unlocked project key is forgotten after this many seconds without use (server.services
     # .custody): the web tier's unlocks, and the default of ``kintsugi reconcile --idle-lock``.
     "KEY_IDLE_SECONDS": 15 * 60,
@@ -89,7 +94,6 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_DB_PRE_PING": ("DB_PRE_PING", _bool),
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
-    "KINTSUGI_SUBMISSION_URL_IN_FORMS": ("SUBMISSION_URL_IN_FORMS", _bool),
     "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
     "KINTSUGI_ENTITY_BACKLOG_DAYS": ("ENTITY_BACKLOG_DAYS", float),
     "KINTSUGI_RECONCILE_THREADS": ("RECONCILE_THREADS", int),

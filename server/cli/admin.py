@@ -175,7 +175,7 @@ def forms_publish_command(
 ) -> None:
     """Publish FILE.xml (or a compiled --context) to a project; prints form_id and version."""
     from server.blobs import make_blob_store
-    from server.errors import ServerError
+    from server.errors import PublishError, ServerError
     from server.services.forms import publish_form
     from server.services.projects import get_project
     from server.services.publishing import publish_context
@@ -195,6 +195,8 @@ def forms_publish_command(
                     session, store, project, Path(file).read_bytes(), attachments=media
                 )
         except ServerError as err:
+            if file and isinstance(err, PublishError):  # name the file at fault
+                raise click.ClickException(f"{file}: {err}") from err
             _fail(err)
         except Exception as err:  # the compiler's own errors print as file:line: message
             if type(err).__module__.startswith("form_compiler"):

@@ -40,6 +40,8 @@ class XFormMeta:
     submission_url: str | None
     datasets_written: set[str] = field(default_factory=set)  # entity datasets the form creates
     media: list[str] = field(default_factory=list)  # jr:// file names it references
+    # the primary instance has meta/instanceID (submissions without one are refused)
+    has_instance_id: bool = True
 
 
 def _local(tag: Any) -> str:
@@ -91,6 +93,8 @@ def parse_xform_meta(xml: bytes) -> XFormMeta:
         for el in primary.iter()
         if _local(el.tag) == "entity" and el.get("dataset")
     }
+    meta = next((el for el in primary if _local(el.tag) == "meta"), None)
+    has_instance_id = meta is not None and any(_local(el.tag) == "instanceID" for el in meta)
     text = xml.decode("utf-8", errors="replace")
     media = sorted({m.rsplit("/", 1)[-1] for m in _MEDIA_RE.findall(text)})
     return XFormMeta(
@@ -101,6 +105,7 @@ def parse_xform_meta(xml: bytes) -> XFormMeta:
         submission_url=(sub_attrs.get("action") or "").strip() or None,
         datasets_written={d for d in datasets if d},
         media=media,
+        has_instance_id=has_instance_id,
     )
 
 
@@ -148,6 +153,15 @@ def publish_form(
     (devices keep drafts per version: bytes must never change under a version, openrosa.md §3.2).
     """
     meta = parse_xform_meta(xml)
+    if not meta.has_instance_id:
+        # Collect would fill and send it, and every submission would be refused (400).
+        raise PublishError(
+            f"Form {meta.form_id!r} has no meta/instanceID, so every submission Collect sends "
+            "for it would be refused. In the XLSForm, remove the omit_instanceID setting from "
+            "the settings sheet; in a hand-written XForm, put <instanceID/> in the <meta> "
+            "block of the primary instance, with a bind that fills it: "
+            'jr:preload="uid".'
+        )
     active = project.active_key
     if project.encrypted:
         if meta.public_key_b64 is None:

@@ -1,11 +1,11 @@
 """Compile instrument contexts for a project and publish them.
 
-Every form published to an encrypted project carries the project's active public key. The
-stored form has no fixed submission URL (unless ``EMBED_SUBMISSION_URL`` is on). Collect posts
-to a form's ``<submission action>`` when there is one, and one stored URL cannot carry each
-device's app-user token. Instead the OpenRosa view adds ``action="<the URL this device
-used>/submission"`` when it serves the form (``SUBMISSION_URL_IN_FORMS``, on by default; see
-``server.views.openrosa._served_xml``), and the form-list hash follows the served bytes.
+Every form published to an encrypted project carries the project's active public key. Forms
+carry no submission URL (unless ``EMBED_SUBMISSION_URL`` is on) and are served exactly as
+published: Collect then posts to ``<its server URL>/submission``, which for a device given a
+QR code is its own app-user token URL. An action in the form would be stored on every
+instance and used for ever, so a device given a new QR code could not send what it filled
+before (see ``server.views.openrosa.form_xml``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from sqlalchemy import select
@@ -61,6 +62,13 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
+#: Printable ASCII only. okhttp-digest (Collect) writes the username as is into the Digest
+#: ``Authorization`` header, and OkHttp refuses a header value with any character outside
+#: tab and 0x20-0x7E (an exception on the device, not a sign-in prompt); RFC 7616's
+#: ``username*`` is not implemented there. Passwords may be any Unicode (charset=UTF-8).
+_COLLECT_SAFE_USERNAME = re.compile(r"[\x20-\x7e]+")
+
+
 def create_web_user(
     session: Session,
     username: str,
@@ -77,6 +85,12 @@ def create_web_user(
     username = username.strip()
     if not username or ":" in username:
         raise ProjectError("A username must be non-empty and contain no ':'.")
+    if not _COLLECT_SAFE_USERNAME.fullmatch(username):
+        raise ProjectError(
+            f"The username {username!r} has characters ODK Collect cannot send (it only sends "
+            "ASCII letters, digits, spaces and punctuation in the sign-in header): choose one "
+            "without accents or other letters, e.g. 'jose' for 'josé'."
+        )
     if session.scalar(select(WebUser.id).where(WebUser.username == username)) is not None:
         raise ProjectError(f"User {username!r} already exists.")
     user = WebUser(username=username, email=email, role=role, password_hash="")

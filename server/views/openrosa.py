@@ -8,11 +8,9 @@ Each route exists twice: ``/v1/key/<token>/projects/<id>/...`` for app users (to
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass
 from urllib.parse import quote
-from xml.sax.saxutils import quoteattr
 
 from flask import Blueprint, Response, current_app, request
 
@@ -190,31 +188,6 @@ def _form_urls(caller: Caller, version: FormVersion) -> tuple[str, str]:
     )
 
 
-def _served_xml(caller: Caller, version: FormVersion) -> bytes:
-    """The form as this caller downloads it.
-
-    An encrypted form carries the project's public key in ``<submission>``. When
-    ``SUBMISSION_URL_IN_FORMS`` is on (the default), the element also gets
-    ``action="<the URL this caller used>/submission"``. A device configured with an app-user
-    token URL therefore posts back through that same token URL: Collect sends a form's
-    submissions to its action when it has one, and a single stored URL could not carry each
-    device's token. Forms without a ``<submission>`` element are served as stored.
-    """
-    xml = version.xml
-    if not current_app.config.get("SUBMISSION_URL_IN_FORMS", True):
-        return xml
-    marker = b"<submission "
-    start = xml.find(marker)
-    if start < 0:
-        return xml
-    end = xml.find(b">", start)
-    if b" action=" in xml[start:end]:
-        return xml  # published with an explicit action: keep it
-    action = quoteattr(caller.base + "/submission").encode("utf-8")
-    cut = start + len(marker)
-    return xml[:cut] + b"action=" + action + b' method="post" ' + xml[cut:]
-
-
 @_route("/formList", methods=["GET"])
 def form_list(project_id: int, token: str | None = None) -> Response:
     """OpenRosa Form List API (§2): open forms the caller may use, current version each."""
@@ -231,8 +204,7 @@ def form_list(project_id: int, token: str | None = None) -> Response:
                 form_id=form.xml_form_id,
                 name=version.title or form.xml_form_id,
                 version=version.version or None,
-                hash="md5:"
-                + hashlib.md5(_served_xml(caller, version), usedforsecurity=False).hexdigest(),
+                hash="md5:" + version.md5,
                 download_url=download_url,
                 manifest_url=manifest_url if version.attachments else None,
             )
@@ -247,10 +219,17 @@ def _version(caller: Caller, xml_form_id: str) -> FormVersion:
 
 @_route("/forms/<xml_form_id>.xml", methods=["GET"])
 def form_xml(project_id: int, xml_form_id: str, token: str | None = None) -> Response:
-    """The form definition: exactly the bytes whose md5 the form list announced (§3.2)."""
+    """The form definition: exactly the bytes whose md5 the form list announced (§3.2).
+
+    Served as published, the same for every device: no ``<submission action>`` is added.
+    Collect stores a form's action on each instance when it is first saved and posts there
+    for ever; without one it posts to ``<its server URL>/submission``, which for an app user
+    is already the token URL. An action naming a device's token would strand every draft and
+    unsent instance as soon as that token is revoked and the device given a new QR code.
+    """
     caller = _caller(project_id, token)
     version = _version(caller, xml_form_id)
-    return Response(_served_xml(caller, version), content_type=XML_CONTENT_TYPE)
+    return Response(version.xml, content_type=XML_CONTENT_TYPE)
 
 
 def _csv_cache() -> entity_service.CsvCache:

@@ -204,6 +204,25 @@ def test_publish__not_an_xform__publish_error_json(api: dict[str, Api], world: W
     assert resp.get_json()["error"] == "PUBLISH"
 
 
+def test_publish__xform_without_instance_id__refused_with_designer_fix(
+    api: dict[str, Api], world: World
+) -> None:
+    """A form Collect would fill but whose every submission would be refused (no
+    meta/instanceID, XLSForm ``omit_instanceID``) is not published."""
+    no_id = xform("noid").replace(b"<instanceID/>", b"")
+    resp = api["manager"](
+        "POST",
+        f"/projects/{world.project_a}/forms",
+        data={"xform": (io.BytesIO(no_id), "noid.xml")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 400 and resp.get_json()["error"] == "PUBLISH"
+    message = resp.get_json()["message"]
+    assert "'noid' has no meta/instanceID" in message and "omit_instanceID" in message
+    forms = api["manager"]("GET", f"/projects/{world.project_a}/forms").get_json()
+    assert "noid" not in {f["xml_form_id"] for f in forms}
+
+
 def test_form_state__bad_value__validation(api: dict[str, Api], world: World) -> None:
     resp = api["manager"](
         "PATCH", f"/projects/{world.project_a}/forms/household", json={"state": "paused"}
@@ -259,6 +278,15 @@ def test_users_create__generated_password_shown_once_and_works(
     assert "password" not in api["admin"]("GET", "/users").get_json()[0]
     me = client.get("/api/v1/me", base_url=HTTPS, headers=basic("ana", body["password"]))
     assert me.get_json()["username"] == "ana"
+
+
+def test_users_create__username_collect_cannot_send__400_says_why(api: dict[str, Api]) -> None:
+    """OkHttp (Collect) sends header values in printable ASCII only, so a username with an
+    accent could never sign in from a tablet: refused at creation, with the reason."""
+    resp = api["admin"]("POST", "/users", json={"username": "josé", "role": "manager"})
+    assert resp.status_code == 400
+    assert "ODK Collect cannot send" in resp.get_json()["message"]
+    assert "josé" not in {u["username"] for u in api["admin"]("GET", "/users").get_json()}
 
 
 def test_unrouted_api_paths__json_errors(client: Any) -> None:

@@ -181,3 +181,24 @@ def test_claim_nonce_count__racing_same_count__exactly_one_wins(app):
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 5 + [True]
+
+
+def test_digest__long_lived_nonce__row_expires_with_the_nonce_not_its_last_use(
+    app, client, field, web_user
+):
+    """Should keep a nonce's count only until a minute after the nonce itself expires (issue
+    time + NONCE_TTL), however late it was used, so digest_nonces holds at most the nonces
+    used within one lifetime."""
+    import time
+
+    from server.auth import make_nonce
+
+    uri = f"/v1/projects/{field.project_id}/formList"
+    ch = _challenge(client, uri)
+    issued = time.time() - 7 * 3600  # used for the first time 7 hours after the challenge
+    ch["nonce"] = make_nonce(app.config["SECRET_KEY"], now=issued)
+    assert _get(client, uri, digest_header(ch, *web_user, "GET", uri)).status_code == 200
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        row = s.scalars(select(DigestNonce)).one()
+    expires = row.expires_at.replace(tzinfo=dt.UTC).timestamp()
+    assert abs(expires - (int(issued) + app.config["NONCE_TTL"] + 60)) < 2
