@@ -25,8 +25,12 @@
   credentials; changing ``KINTSUGI_DIGEST_REALM`` invalidates every HA1 (users must reset
   their password). A leaked database therefore exposes Digest logins to this server: prefer
   app-user tokens for devices and https for people.
-* **Rate limit**: failed authentications are rows in ``auth_failures`` (shared by every node);
-  more than ``AUTH_FAIL_LIMIT`` from one client IP within ``AUTH_FAIL_WINDOW`` seconds → 429.
+* **Rate limit**: failed authentications are rows in ``auth_failures`` (shared by every node).
+  Within ``AUTH_FAIL_WINDOW`` seconds, ``AUTH_FAIL_LIMIT`` failures for one username (or of
+  app-user tokens) from one client IP → 429 for that username from there; and
+  ``AUTH_FAIL_IP_LIMIT`` failures from one IP whatever the username → 429 for everyone there.
+  A field office puts every tablet behind one address: one tablet with an old password must
+  not lock the others out, while guessing across many usernames is still slowed down.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, case, delete, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, joinedload
 
@@ -402,15 +406,25 @@ def _active_user(session: Session, username: str) -> WebUser | None:
 # ---------------------------------------------------------------- rate limiting
 
 
-def check_rate_limit(session: Session, config: dict[str, Any], client: str) -> None:
-    """RateLimitedError(429) when ``client`` failed too often within the window."""
+def _failure_name(username: str | None) -> str | None:
+    return (username or "")[:200] or None
+
+
+def check_rate_limit(
+    session: Session, config: dict[str, Any], client: str, username: str | None = None
+) -> None:
+    """RateLimitedError(429) when ``username`` (None: a token, or no name) failed too often
+    from ``client`` within the window, or ``client`` did whatever the username."""
     since = utcnow() - dt.timedelta(seconds=config["AUTH_FAIL_WINDOW"])
-    count = session.scalar(
-        select(func.count(AuthFailure.id)).where(
-            AuthFailure.client == client, AuthFailure.at >= since
+    name = _failure_name(username)
+    same = AuthFailure.username.is_(None) if name is None else AuthFailure.username == name
+    total, named = session.execute(
+        select(func.count(AuthFailure.id), func.count(case((same, 1)))).where(
+            AuthFailure.client == client[:64], AuthFailure.at >= since
         )
-    )
-    if count is not None and count >= config["AUTH_FAIL_LIMIT"]:
+    ).one()
+    ip_limit = config.get("AUTH_FAIL_IP_LIMIT", 10 * config["AUTH_FAIL_LIMIT"])
+    if named >= config["AUTH_FAIL_LIMIT"] or total >= ip_limit:
         raise RateLimitedError(
             "Too many failed sign-in attempts from this device. Wait a few minutes, then "
             "check the server settings and try again."
@@ -419,7 +433,7 @@ def check_rate_limit(session: Session, config: dict[str, Any], client: str) -> N
 
 def record_failure(session: Session, client: str, username: str | None) -> None:
     """Record one failed authentication (the caller commits); prunes old rows now and then."""
-    session.add(AuthFailure(client=client[:64], username=(username or "")[:200] or None))
+    session.add(AuthFailure(client=client[:64], username=_failure_name(username)))
     if secrets.randbelow(100) == 0:
         cutoff = utcnow() - dt.timedelta(days=1)
         session.execute(delete(AuthFailure).where(AuthFailure.at < cutoff))

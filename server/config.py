@@ -44,7 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # POSTs. Replay protection does not depend on it: the highest nc of each nonce is kept in
     # digest_nonces while the nonce is valid, and those rows are pruned once it has expired.
     "NONCE_TTL": 8 * 3600,
-    "AUTH_FAIL_LIMIT": 10,  # failed logins per client IP (and per IP+user) ...
+    "AUTH_FAIL_LIMIT": 10,  # failed logins per client IP + username (or bad tokens) ...
+    "AUTH_FAIL_IP_LIMIT": 100,  # ... or per client IP whatever the username (an office NAT) ...
     "AUTH_FAIL_WINDOW": 300,  # ... within this many seconds before 429
     "ACCEPT_CONTENT_LENGTH": 100_000_000,  # X-OpenRosa-Accept-Content-Length (what Collect packs)
     "MAX_SUBMISSION_PARTS": 110,  # Collect sends at most 101 files plus the XML per POST
@@ -86,6 +87,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_DIGEST_REALM": ("DIGEST_REALM", str),
     "KINTSUGI_NONCE_TTL": ("NONCE_TTL", int),
     "KINTSUGI_AUTH_FAIL_LIMIT": ("AUTH_FAIL_LIMIT", int),
+    "KINTSUGI_AUTH_FAIL_IP_LIMIT": ("AUTH_FAIL_IP_LIMIT", int),
     "KINTSUGI_AUTH_FAIL_WINDOW": ("AUTH_FAIL_WINDOW", int),
     "KINTSUGI_ACCEPT_CONTENT_LENGTH": ("ACCEPT_CONTENT_LENGTH", int),
     "KINTSUGI_MAX_SUBMISSION_PARTS": ("MAX_SUBMISSION_PARTS", int),

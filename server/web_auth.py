@@ -173,7 +173,7 @@ def basic_user(db_session: Any) -> WebUser | None:
     if not request.is_secure:
         raise AuthError("HTTP Basic is accepted only over https.")
     client = request.remote_addr or "unknown"
-    check_rate_limit(db_session, current_app.config, client)
+    check_rate_limit(db_session, current_app.config, client, auth.username)
     user = db_session.query(WebUser).filter_by(username=auth.username or "").one_or_none()
     if user is not None and user.disabled_at is None and check_password(user, auth.password or ""):
         return user

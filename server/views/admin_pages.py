@@ -186,8 +186,8 @@ def login() -> Any:
     if request.method == "POST":
         check_csrf(request.form.get("csrf_token"))
         client = request.remote_addr or "unknown"
-        check_rate_limit(db, current_app.config, client)
         username = request.form.get("username", "").strip()
+        check_rate_limit(db, current_app.config, client, username)
         user = db.scalar(select(WebUser).where(WebUser.username == username))
         if (
             user is not None

@@ -136,7 +136,7 @@ def _caller(project_id: int, token: str | None, *, submit: bool = False) -> Call
         )
     creds = _credentials()
     if creds.scheme:
-        check_rate_limit(session, cfg, _client_ip())
+        check_rate_limit(session, cfg, _client_ip(), creds.username)
     digest = creds.scheme == "digest"
     # A Digest login writes its nonce count: taken under the SQLite writer lock and committed
     # at once, so the count stays used whatever happens to the rest of the request.

@@ -220,3 +220,35 @@ def test_web_user__viewer__may_list_but_not_submit(app, client, field):
     resp = client.post(sub_uri, data=body, headers={"Authorization": auth, "Content-Type": ctype})
     assert resp.status_code == 403
     assert "may not send" in openrosa_message(resp)
+
+
+def test_rate_limit__one_tablet_with_an_old_password__others_behind_the_same_ip_sign_in(
+    make_app, field, web_user
+):
+    """Should rate-limit the username that keeps failing, not every tablet of the office
+    (they all reach the server from one address), until the failures from that address
+    reach AUTH_FAIL_IP_LIMIT whatever the usernames."""
+    from server.models import Project
+    from server.services.access import grant_project_role
+    from server.services.users import create_web_user
+
+    app = make_app(AUTH_FAIL_LIMIT=3, AUTH_FAIL_IP_LIMIT=6)
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        user = create_web_user(s, "juma", "another long password", role="viewer",
+                               realm=app.config["DIGEST_REALM"])  # fmt: skip
+        grant_project_role(s, user, s.get(Project, field.project_id), "viewer")
+        s.commit()
+    client = app.test_client()
+    uri = f"/v1/projects/{field.project_id}/formList"
+    ch = _parse_challenge(client.get(uri).headers["WWW-Authenticate"])
+
+    def get(username: str, password: str) -> int:
+        auth = digest_header(ch, username, password, "GET", uri)
+        return client.get(uri, headers={"Authorization": auth}).status_code
+
+    assert [get("maria", "an old password") for _ in range(4)] == [401, 401, 401, 429]
+    assert get(*web_user) == 429  # maria waits, even with the right password...
+    assert get("juma", "another long password") == 200  # ...the office's other tablets do not
+    # guessing across usernames from one address is still stopped
+    assert [get(f"guess{i}", "x") for i in range(3)] == [401, 401, 401]
+    assert get("juma", "another long password") == 429
