@@ -69,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "ENTITY_BACKLOG_DAYS": 5.0,
     # Threads per reconciliation worker that decrypt, verify and score side by side (RSA-OAEP
     # releases the GIL). 1 is best when workers already fill the cores; 2 helps one worker on a
-    # machine with a core to spare (bench/reconcile.py: +3-11 %).
+    # machine with a core to spare (bench/reconcile.py: +3 % to +25 % depending on the machine).
     "RECONCILE_THREADS": 1,
 }
 
