@@ -91,6 +91,19 @@ class Scorer:
                 chosen = band["id"]
         return chosen
 
+    def regressed(
+        self, before: Mapping[str, float | None], after: Mapping[str, float | None]
+    ) -> list[str]:
+        """Domains whose score dropped by ``regression_drop`` or more from ``before`` to
+        ``after`` (a mean of thirds dropping by exactly 1 counts, whatever the rounding)."""
+        return [
+            d
+            for d, now in after.items()
+            if now is not None
+            and before.get(d) is not None
+            and before[d] - now >= self.regression_drop - 1e-9
+        ]
+
     def closure_ready(self, domain_scores: Mapping[str, float | None]) -> bool:
         """Every domain scored and at or above the closure threshold."""
         return all(

@@ -231,15 +231,19 @@ def list_cases(
         conds.append(Case.casework_type == casework_type)
     if status:
         conds.append(Case.status == status)
-    if closure_ready:
-        conds.append(Case.closure_ready.is_(True))
+    if closure_ready is not None:  # True: closure-ready only; False: the others only
+        conds.append(Case.closure_ready.is_(bool(closure_ready)))
     if q:
         pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conds.append(Case.case_code.ilike(f"%{pattern}%", escape="\\"))
     if due == "overdue":
         conds += [Case.status == CaseStatus.OPEN, Case.next_due < today]
-    elif due == "due":
-        conds += [Case.status == CaseStatus.OPEN, Case.next_due <= today + dt.timedelta(days=30)]
+    elif due == "due":  # within 30 days, as each row's ``due`` says ("overdue" is its own)
+        conds += [
+            Case.status == CaseStatus.OPEN,
+            Case.next_due >= today,
+            Case.next_due <= today + dt.timedelta(days=30),
+        ]
     total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
     rows = session.scalars(
         select(Case)
@@ -503,10 +507,18 @@ def _resolve_entity_conflict(session: Session, item: ReviewRow, actor: str) -> N
 def _protect(raw: list[tuple[str, str, float | None, int]], min_cell: int) -> list[Cell]:
     """Cells of one partition, ``(label, domain, value, n)``, with both suppression steps."""
     hidden = {i for i, (*_, n) in enumerate(raw) if n < min_cell}
-    if len(hidden) == 1 and len(raw) > 1:
-        # the one hidden cell is the partition's total minus the others: hide the next smallest
-        _, _, nxt = min((n, label, i) for i, (label, _, _, n) in enumerate(raw) if i not in hidden)
-        hidden.add(nxt)
+
+    def exposed() -> bool:
+        # the hidden cells together are the partition's total minus the shown ones: that must
+        # neither be one group's figure (an empty group hides nothing) nor a group of < min_cell
+        counted = [raw[i][3] for i in hidden if raw[i][3] > 0]
+        return bool(counted) and (len(counted) == 1 or sum(counted) < min_cell)
+
+    while exposed():  # hide the next smallest group that has survivors
+        shown = [(n, label, i) for i, (label, _, _, n) in enumerate(raw) if i not in hidden and n]
+        if not shown:
+            break
+        hidden.add(min(shown)[2])
     return [
         Cell(label, domain, None, None, True)
         if i in hidden
@@ -526,11 +538,12 @@ def aggregates(session: Session, project_id: int, *, min_cell: int = MIN_CELL) -
 
     1. Primary: a cell with fewer than ``min_cell`` survivors is suppressed.
     2. Complementary: the groups of a dimension (casework type, office) split the same set of
-       cases, whose size and total the other dimension gives away. So a partition (one
-       dimension, one measure, and for the change one domain) with exactly one suppressed cell
-       would let it be worked out from the others; the next-smallest cell of that partition
-       (fewest survivors, then label) is suppressed with it. No total row is published; one
-       would be a cell like the others and follow the same rule.
+       cases, whose size and total the other dimension gives away. So the suppressed cells of
+       a partition (one dimension, one measure, and for the change one domain) together can be
+       worked out from the shown ones: while they hold one group with survivors (an empty group
+       hides nothing), or fewer than ``min_cell`` survivors in all, the next-smallest group
+       with survivors (then by label) is suppressed too. No total row is published; one would
+       be a cell like the others and follow the same rule.
 
     A suppressed cell publishes neither its value nor its n (both None).
     """

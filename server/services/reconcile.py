@@ -1303,15 +1303,8 @@ def _refresh(
     case.office = latest.office or case.office
     scorer = version_info(session, form_version[latest.submission_id]).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
-    if len(rows) >= 2:
-        before = rows[-2].scores
-        if any(
-            before.get(d) is not None
-            and latest.scores.get(d) is not None
-            and before[d] - latest.scores[d] >= scorer.regression_drop
-            for d in latest.scores
-        ):
-            flags.append("regression")
+    if len(rows) >= 2 and scorer.regressed(rows[-2].scores, latest.scores):
+        flags.append("regression")
     if any(r.collection_point == "closure" for r in rows):
         case.status = CaseStatus.CLOSED
         case.closed_at = next(

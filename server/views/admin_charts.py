@@ -133,12 +133,22 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
         coords.sort()
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(f'<g class="series" data-domain="{escape(name)}">')
-        if coords:
-            pts = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy, _ in coords)
-            parts.append(
-                f'<polyline class="series-line" data-domain="{escape(name)}" points="{pts}" '
-                f'fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>'
-            )
+        # one line per run of scored assessments: where this domain was not scored (every
+        # rating excluded) the line breaks, rather than drawing a score nobody gave
+        values = {p.label: p.value for p in points}
+        runs: list[list[tuple[float, float]]] = [[]]
+        for i, lab in enumerate(labels):
+            if values.get(lab) is None:
+                runs.append([])
+            else:
+                runs[-1].append((x(i), y(values[lab])))
+        for run in runs:
+            if len(run) >= 2:
+                pts = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in run)
+                parts.append(
+                    f'<polyline class="series-line" data-domain="{escape(name)}" '
+                    f'points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>'
+                )
         for cx, cy, v in coords:
             parts.append(_marker(k, cx, cy, color))
             parts.append(

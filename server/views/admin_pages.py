@@ -420,9 +420,16 @@ def cases(db: Session, user: WebUser, project_id: int) -> Any:
     filters = core.case_filters()
     offset = core.int_arg("offset", 0, hi=10**9)
     items, total = core.service("cases").list_cases(db, p.id, **filters, limit=50, offset=offset)
+    args = {k: v for k, v in request.args.items() if k != "offset"}  # the filters as typed
+
+    def page_url(at: int) -> str:
+        return url_for("admin.cases", project_id=p.id, **args, **({"offset": at} if at else {}))
+
     return render_template(
         "admin/cases.html", user=user, project=p, cases=items, total=total, filters=filters,
         offset=offset,
+        next_url=page_url(offset + 50) if total > offset + 50 else None,
+        previous_url=page_url(max(0, offset - 50)) if offset else None,
     )  # fmt: skip
 
 
@@ -521,12 +528,19 @@ def review(db: Session, user: WebUser, project_id: int) -> Any:
     cases_service = core.service("cases")
     queues = cases_service.review_queues(db, p.id)
     choices: list[Any] = []
+    more = 0
     if queues.get("orphans"):  # the cases an orphan can be linked to, by case code
-        choices, _ = cases_service.list_cases(db, p.id, limit=500)
+        choices, total = cases_service.list_cases(db, p.id, limit=CASE_CHOICES)
         choices = sorted(choices, key=lambda c: str(_get(c, "label", default="")))
+        more = max(0, total - len(choices))  # beyond the list: typed as a case code
     return render_template(
-        "admin/review.html", user=user, project=p, queues=queues, case_choices=choices
-    )
+        "admin/review.html", user=user, project=p, queues=queues, case_choices=choices,
+        more_cases=more,
+    )  # fmt: skip
+
+
+#: cases offered in an orphan's list on the review page; any other is linked by typing its code
+CASE_CHOICES = 500
 
 
 @bp.post("/projects/<int:project_id>/review/<int:item_id>")
@@ -541,6 +555,14 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
     raw_case = request.form.get("case_id", "").strip()
     case_id = int(raw_case) if raw_case.isdigit() else None
     case_code = request.form.get("case_code", "").strip() or None
+    link_code = request.form.get("link_code", "").strip()
+    if action == "link" and case_id is None and link_code:  # a case beyond the offered list
+        found, _ = core.service("cases").list_cases(db, p.id, q=link_code, limit=50)
+        case_id = next(
+            (_get(c, "id") for c in found if str(_get(c, "label", default="")) == link_code), None
+        )
+        if case_id is None:
+            raise ValidationError({"link_code": [f"This project has no case {link_code}."]})
     core.resolve_item(db, user, p.id, item_id, action, case_id, case_code)
     return redirect(url_for("admin.review", project_id=p.id))
 

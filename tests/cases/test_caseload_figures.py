@@ -1,8 +1,10 @@
-"""Review of the numbers and lists a case worker or programme lead sees (review-agg).
+"""The numbers and lists a case worker or programme lead sees, at their edges: suppression
+with empty groups, filters, a regression of exactly one point, paging, linking an orphan in a
+large caseload, a chart across an unscored domain.
 
-Each test here fails on the code as reviewed and proves one finding. Everything goes through the
-real path: Collect-encrypted uploads, ``kintsugi reconcile --once``, then the admin API or pages.
-Expected values are worked out here from the ratings sent, not with the server's scorer.
+Everything goes through the real path: Collect-encrypted uploads, ``kintsugi reconcile
+--once``, then the admin API or pages. Expected values are worked out here from the ratings
+sent, not with the server's scorer.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import re
 import uuid
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import select
 
 from server.models import FormVersion
-from tests.admin.conftest import login
+from tests.admin.conftest import login, page_csrf
 from tests.cases.fieldwork import encrypted_upload, instance_xml, ratings_for
 
 MIN_CELL = 5  # "cells with fewer than 5 survivors are suppressed"
@@ -217,7 +220,7 @@ def test_caseload_page__next_page_link__reaches_the_third_page(
         link = re.search(r'<a href="([^"]+)">Next page', page)
         if link is None:
             break
-        url = base + html.unescape(link.group(1))
+        url = urljoin(base, html.unescape(link.group(1)))
     assert [p[0] for p in pages] == ["KE-0000", "KE-0050", "KE-0100"], url
     assert pages[2] == [f"KE-{i:04d}" for i in range(100, 120)]
 
@@ -225,8 +228,9 @@ def test_caseload_page__next_page_link__reaches_the_third_page(
 def test_review_page__orphan_can_be_linked_to_any_case_of_a_large_caseload(
     field, reconcile, admin_api, db_session, client
 ):
-    """The orphan's "case" choice lists only the first 500 cases by due date: with 501 cases,
-    the one due last cannot be chosen to link a follow-up to."""
+    """The orphan's list of cases stops at 500 (a page must stay light with 100,000 cases):
+    with 501 cases, the one due last is linked by typing its code, and the page says how many
+    more cases there are."""
     send = _sender(field, db_session)
     r = field.report
     for i in range(501):  # KE-0500 has the latest intake, so it is due last
@@ -236,11 +240,23 @@ def test_review_page__orphan_can_be_linked_to_any_case_of_a_large_caseload(
     send(case_code="KE-5000", point="six_month", date="2026-07-10", ratings=ratings_for(r, "3"),
          entity_id=str(uuid.uuid4()))  # fmt: skip
     reconcile()
-    assert len(admin_api("GET", "/review-queues").get_json()["orphans"]) == 1
+    [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
     login(client, "lead")
-    page = client.get(f"/admin/projects/{field.project_id}/review").data.decode()
+    review = f"/admin/projects/{field.project_id}/review"
+    page = client.get(review).data.decode()
     options = re.findall(r'<option value="\d+">([^<]+)</option>', page)
-    assert "KE-0500" in options, f"{len(options)} cases offered; KE-0500 missing"
+    assert len(options) == 500 and "KE-0500" not in options
+    assert 'placeholder="1 more cases"' in page
+    token = page_csrf(client, review)
+    wrong = client.post(f"{review}/{orphan['id']}", data={"csrf_token": token, "action": "link",
+                                                          "link_code": "KE-9999"})  # fmt: skip
+    assert wrong.status_code == 400 and b"no case KE-9999" in wrong.data
+    done = client.post(f"{review}/{orphan['id']}", data={"csrf_token": token, "action": "link",
+                                                         "link_code": "KE-0500"})  # fmt: skip
+    assert done.status_code == 302
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+    (case,) = admin_api("GET", "/cases?q=KE-0500").get_json()["items"]
+    assert case["assessment_count"] == 2
 
 
 def test_case_page__chart_line_breaks_where_a_domain_was_not_scored(
