@@ -55,6 +55,8 @@ class Plan:
     version: str
     input_hash: str
     warnings: list[str]
+    #: what the report carries beyond the sheets (scoring, refs, ...); part of the hash
+    report_data: dict[str, Any] = field(default_factory=dict)
 
 
 def list_contexts(instruments_root: Path) -> list[str]:
@@ -127,13 +129,53 @@ def plan_context(
         public_key=public_key,
         submission_url=submission_url,
     )
+    report_data = _report_data(instrument, context, form_plan)
+    # the hash covers everything the outputs are made of: a change that only reaches the
+    # report (a closure threshold, bands, the version map) must still give a new version
     digest = hashlib.sha256()
     digest.update(COMPILER_VERSION.encode())
-    digest.update(json.dumps(form_plan.sheets, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    digest.update(
+        json.dumps(
+            {"sheets": form_plan.sheets, "report": report_data}, sort_keys=True, ensure_ascii=False
+        ).encode("utf-8")
+    )
     input_hash = digest.hexdigest()
     version = f"{instrument.version}-{input_hash[:10]}"
     form_plan.sheets["settings"][0]["version"] = version
-    return Plan(instrument, context, form_plan, form_id, version, input_hash, warnings)
+    return Plan(instrument, context, form_plan, form_id, version, input_hash, warnings, report_data)
+
+
+def _report_data(instrument: Instrument, context: Context, fp: FormPlan) -> dict[str, Any]:
+    """The report's fields that come from the inputs but are not in the sheets."""
+    scoring = instrument.scoring.as_dict()
+    if context.closure_threshold != scoring["closure"]["threshold"]:
+        # the context's own rule replaces the project default: say so where readers look
+        scoring["closure"]["threshold"] = context.closure_threshold
+        scoring["closure"]["is_default"] = False
+        scoring["closure"]["notice"] = (
+            f"Set by context {context.name}: every domain scored "
+            f"{context.closure_threshold} or higher at the latest assessment."
+        )
+    return {
+        "context": context.name,
+        "languages": [lang.column for lang in context.languages],
+        "default_language": context.default_language.column,
+        "instrument": {
+            "id": instrument.id,
+            "version": instrument.version,
+            "wording": instrument.wording_kind,
+        },
+        "domains": fp.domains,
+        "scoring": scoring,
+        "preconditions": fp.preconditions,
+        "case_code_ref": fp.case_code_ref,
+        "case_code_pattern": instrument.case_code_pattern,
+        "refs": fp.refs,
+        "entity_list": {"dataset": "cases", "properties": fp.entity_properties},
+        "version_map": instrument.version_map,
+        "casework_types": [c["value"] for c in context.choices.get("casework_type", [])],
+        "offices": [c["value"] for c in context.choices.get("office", [])],
+    }
 
 
 def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
@@ -162,39 +204,17 @@ def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
     warnings = plan.warnings + [
         f"pyxform: {w}" for w in pyxform_warnings + list(result.warnings or [])
     ]
-    context, instrument, fp = plan.context, plan.instrument, plan.form_plan
-    scoring = instrument.scoring.as_dict()
-    if context.closure_threshold != scoring["closure"]["threshold"]:
-        # the context's own rule replaces the project default: say so where readers look
-        scoring["closure"]["threshold"] = context.closure_threshold
-        scoring["closure"]["is_default"] = False
-        scoring["closure"]["notice"] = (
-            f"Set by context {context.name}: every domain scored "
-            f"{context.closure_threshold} or higher at the latest assessment."
-        )
+    context, fp = plan.context, plan.form_plan
+    data = plan.report_data
     report = {
         "form_id": plan.form_id,
         "version": plan.version,
-        "context": context.name,
+        "context": data["context"],
         "title": sheets["settings"][0]["form_title"],
-        "languages": [lang.column for lang in context.languages],
-        "default_language": context.default_language.column,
+        "languages": data["languages"],
+        "default_language": data["default_language"],
         "warnings": warnings,
-        "instrument": {
-            "id": instrument.id,
-            "version": instrument.version,
-            "wording": instrument.wording_kind,
-        },
-        "domains": fp.domains,
-        "scoring": scoring,
-        "preconditions": fp.preconditions,
-        "case_code_ref": fp.case_code_ref,
-        "case_code_pattern": instrument.case_code_pattern,
-        "refs": fp.refs,
-        "entity_list": {"dataset": "cases", "properties": fp.entity_properties},
-        "version_map": instrument.version_map,
-        "casework_types": [c["value"] for c in context.choices.get("casework_type", [])],
-        "offices": [c["value"] for c in context.choices.get("office", [])],
+        **{k: v for k, v in data.items() if k not in {"context", "languages", "default_language"}},
         "encrypted": "public_key" in sheets["settings"][0],
         "input_hash": plan.input_hash,
     }
