@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from form_compiler.api import convert_plan, list_contexts, plan_context
-from form_compiler.errors import CompilerError
+from form_compiler.errors import CompilerError, ContextRuleError
+from form_compiler.source import load_json
 
 REPO_INSTRUMENTS = Path(__file__).resolve().parents[2] / "instruments"
 
@@ -51,6 +52,18 @@ def _as_typed(err: CompilerError, root: Path, wording_pack: Path | None) -> Comp
         elif not Path(e.file).is_absolute() and (root / e.file).exists():
             e.file = str(root / e.file)
     return err
+
+
+def _same_form_id(root: Path, file: str, first: str, form_id: str) -> ContextRuleError:
+    """Two contexts with one "id" would overwrite each other's form (a copied folder)."""
+    data = load_json(root / file, file)
+    line = data.line_of("id") if "id" in data else getattr(data, "line", None)
+    return ContextRuleError(
+        f'"id" gives form_id {form_id}, already the form of {root / first}: '
+        'give this context its own "id" (the form_id is made from it)',
+        file=file,
+        line=line,
+    )
 
 
 def _fail(err: CompilerError) -> None:
@@ -118,6 +131,8 @@ def compile_command(
     key_b64 = read_public_key(public_key) if public_key else None
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
+    #: form_id -> the context that compiled to it (two contexts must never share a form)
+    owners: dict[str, str] = {}
     for index, name in enumerate(names, start=1):
         prefix = f"[{index}/{len(names)}] " if all_contexts else ""
         try:
@@ -129,6 +144,9 @@ def compile_command(
                 require_reviewed=require_reviewed,
                 wording_pack=wording_pack,
             )
+            if plan.form_id in owners:
+                raise _same_form_id(root, plan.context.file, owners[plan.form_id], plan.form_id)
+            owners[plan.form_id] = plan.context.file
             report_path = out_dir / f"{plan.form_id}.report.json"
             if not force and report_path.exists():
                 previous = json.loads(report_path.read_text(encoding="utf-8"))
