@@ -98,6 +98,22 @@ def _err(rule: str, detail: str, file: str, node: Any, key: str | None = None) -
     return ContextRuleError(f"{rule}: {detail} ({RULES[rule]})", file=file, line=line)
 
 
+def _no_duplicate_values(rule: str, what: str, items: list[Any], file: str) -> None:
+    """Two choices with one value are one answer: the second label silently replaces the first."""
+    first: dict[Any, Any] = {}
+    for item in items:
+        value = item.get("value")
+        if value in first:
+            line = item.line_of("label") if isinstance(item, Node) else None
+            raise ContextRuleError(
+                f'{rule}: {what}: value "{value}" is listed twice (first at line '
+                f"{getattr(first[value], 'line', '?')}); give each choice its own value",
+                file=file,
+                line=line,
+            )
+        first[value] = item
+
+
 def list_contexts(root: Path) -> list[str]:
     """Names of the contexts under ``<root>/contexts`` (folders with a context.json)."""
     base = root / "contexts"
@@ -165,6 +181,14 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
                 wording,
                 key,
             )
+        if not isinstance(wording[key], str) or not wording[key].strip():
+            raise _err(
+                "CTX002",
+                f'"{key}" needs the new text; remove the line to keep the instrument\'s wording',
+                file,
+                wording,
+                key,
+            )
 
     choices = data.get("choices", {})
     for list_name, items in choices.items():
@@ -178,6 +202,7 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
                     file,
                     item,
                 )
+        _no_duplicate_values("CTX007", list_name, items, file)
     if not choices.get("casework_type"):
         raise _err("CTX007", "a context must list its casework types", file, data)
 
@@ -191,6 +216,11 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
 
     local = []
     seen: set[str] = set()
+    #: lists the form itself defines: a local question adding to them would change core answers
+    reserved = {"yes_no", "collection_point", "casework_type", "office", "survivor_view"} | {
+        f"r_{s.id}".lower() for d in instrument.domains for s in d.subdomains
+    }
+    local_lists: dict[str, list[Any]] = {}
     for q in data.get("local_questions", []):
         name_ = q.get("name", "")
         if (
@@ -207,6 +237,33 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
                 file,
                 q,
             )
+        list_name = q["type"].split(" ", 1)[1] if " " in q["type"] else None
+        if list_name is not None:
+            if list_name in reserved:
+                raise _err(
+                    "CTX004",
+                    f'local question "{name_}" may not use the form\'s own list "{list_name}": '
+                    f'give it its own list, e.g. "{q["type"].split(" ", 1)[0]} {name_}"',
+                    file,
+                    q,
+                    "type",
+                )
+            items = q.get("choices", [])
+            for item in items:
+                if not re.match(r"^[a-z0-9_]{1,40}$", item.get("value", "")) or not item.get(
+                    "label"
+                ):
+                    raise _err(
+                        "CTX004",
+                        f'local question "{name_}": each choice needs a value (a-z, 0-9, _) '
+                        "and a label",
+                        file,
+                        item,
+                    )
+            _no_duplicate_values(
+                "CTX004", f'local question "{name_}"', local_lists.get(list_name, []) + items, file
+            )
+            local_lists.setdefault(list_name, []).extend(items)
         seen.add(name_)
         local.append(dict(q))
 
