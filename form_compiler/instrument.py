@@ -252,6 +252,15 @@ def load_instrument(root: Path, instrument_id: str = "aso") -> Instrument:
             line=case_code.line,
         ) from err
     cps = tuple((c["value"], c["label"]) for c in _require(data, "collection_points", list, file))
+    if "intake" not in {value for value, _label in cps}:
+        # the form creates the case at "intake" (case code entry, entity create) and the
+        # server schedules visits from it: a renamed first visit makes cases impossible
+        raise InstrumentError(
+            'collection_points must include the value "intake" (the first visit, where the '
+            "case is created); keep that value and change only its label",
+            file=file,
+            line=data.line_of("collection_points"),
+        )
     scale_labels = {p["value"]: p["label"] for p in scale["points"]}
     wording = data.get("wording", {})
     title = _require(data, "title", str, file)
@@ -276,6 +285,16 @@ def load_instrument(root: Path, instrument_id: str = "aso") -> Instrument:
     )
     texts = _texts(inst.domains, {**scale_labels, **excluded}, cps, title, inst.form_text)
     return replace(inst, texts=texts)
+
+
+def _pack_text(text: Any, what: str, file: str, line: int) -> None:
+    """A pack's text must be text: null or "" would show as "None" or a blank question."""
+    if not isinstance(text, str) or not text.strip():
+        raise InstrumentError(
+            f"{what} needs the new text; leave the key out to keep the instrument's wording",
+            file=file,
+            line=line,
+        )
 
 
 def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
@@ -320,6 +339,13 @@ def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
             raise InstrumentError(
                 f"subdomain {sid}: anchors must be for points 1-4 only", file=file, line=over.line
             )
+        for key in ("label", "hint"):
+            if key in over:
+                _pack_text(over[key], f"subdomain {sid}: {key}", file, over.line_of(key))
+        for point, text in over.get("anchors", {}).items():
+            _pack_text(
+                text, f"subdomain {sid}: anchor {point}", file, over["anchors"].line_of(point)
+            )
     for did, over in doms_over.items():
         if did not in {d.id for d in instrument.domains}:
             raise InstrumentError(f'unknown domain "{did}"', file=file, line=doms_over.line_of(did))
@@ -327,6 +353,8 @@ def apply_wording_pack(instrument: Instrument, pack_path: Path) -> Instrument:
             raise InstrumentError(
                 f"domain {did}: a pack may only change the label", file=file, line=over.line
             )
+        if "label" in over:
+            _pack_text(over["label"], f"domain {did}: label", file, over.line_of("label"))
     domains = []
     for d in instrument.domains:
         subs = []
