@@ -180,6 +180,19 @@ def test_wording_pack__structure_change__refused(tmp_path):
         compile_context(REPO_INSTRUMENTS, "kenya-police-abuse", wording_pack=pack)
 
 
+@pytest.mark.parametrize("text", ["null", '""', '"  "'])
+def test_wording_pack__null_or_empty_text__refused_at_its_line(tmp_path, text):
+    """Should refuse a pack text that is null or empty (it would show as "None" or blank)."""
+    pack = tmp_path / "pack.json"
+    pack.write_text(
+        '{"pack": "p", "instrument": "aso",\n "subdomains": {"SAF1": {\n'
+        f'"anchors": {{"1": {text}}}}}}}}}\n'
+    )
+    with pytest.raises(InstrumentError, match="SAF1: anchor 1") as err:
+        compile_context(REPO_INSTRUMENTS, "kenya-police-abuse", wording_pack=pack)
+    assert err.value.line == 3
+
+
 def test_scorer__from_report__matches_instrument_rules():
     """Should score means over counted ratings, None below the minimum, closure by threshold."""
     form = compile_context(REPO_INSTRUMENTS, "kenya-police-abuse")
