@@ -239,14 +239,15 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
             )
         list_name = q["type"].split(" ", 1)[1] if " " in q["type"] else None
         if list_name is not None:
-            if list_name in reserved:
+            if list_name in reserved and "choices" in q:
                 raise _err(
                     "CTX004",
-                    f'local question "{name_}" may not use the form\'s own list "{list_name}": '
-                    f'give it its own list, e.g. "{q["type"].split(" ", 1)[0]} {name_}"',
+                    f'local question "{name_}" may not add choices to the form\'s own list '
+                    f'"{list_name}": give it its own list, e.g. '
+                    f'"{q["type"].split(" ", 1)[0]} {name_}", or drop "choices" to reuse it',
                     file,
                     q,
-                    "type",
+                    "choices",
                 )
             items = q.get("choices", [])
             for item in items:
