@@ -15,9 +15,15 @@ from typing import Any
 
 from form_compiler.context import Context, load_context
 from form_compiler.context import list_contexts as _list_contexts
-from form_compiler.errors import ConversionError, MultipleErrorsError, TranslationError
-from form_compiler.i18n import SOURCE_LANGUAGE, resolve, scored_key
+from form_compiler.errors import (
+    CompilerError,
+    ConversionError,
+    MultipleErrorsError,
+    TranslationError,
+)
+from form_compiler.i18n import entry_location, is_source, resolve, scored_key, unknown_keys
 from form_compiler.instrument import Instrument, apply_wording_pack, load_instrument
+from form_compiler.source import Node, load_json
 from form_compiler.xlsform import FormPlan, build_sheets
 from form_compiler.xlsx import write_xlsx
 
@@ -89,8 +95,9 @@ def plan_context(
     warnings: list[str] = []
     problems = []
     for lang in context.languages:
-        if lang.code == SOURCE_LANGUAGE:
+        if is_source(lang.code):
             continue
+        warnings.extend(unknown_keys(instruments_root, instrument, context, lang.code))
         states: dict[str, list[str]] = {"missing": [], "stale": [], "draft": []}
         for r in resolved[lang.code].values():
             if r.state in states:
@@ -110,12 +117,20 @@ def plan_context(
                 f"{lang.column}: {len(states['draft'])} translations are unreviewed drafts"
             )
         if require_reviewed:
+            files = {
+                origin: entry_location(instruments_root, instrument, context, lang.code, origin)
+                for origin in ("instrument", "context")
+            }
             for state in ("missing", "stale", "draft"):
                 for key in states[state]:
+                    # point at the entry to review (or the file a missing one belongs in)
+                    name, located = files[resolved[lang.code][key].origin]
+                    line = located.line_of(key) if located is not None and key in located else None
                     problems.append(
                         TranslationError(
                             f"{lang.column}: {key} is {state} (--require-reviewed)",
-                            file=context.file,
+                            file=name,
+                            line=line,
                         )
                     )
     if problems:
@@ -178,6 +193,38 @@ def _report_data(instrument: Instrument, context: Context, fp: FormPlan) -> dict
     }
 
 
+def _conversion_error(plan: Plan, message: str) -> CompilerError:
+    """pyxform's error, pointed at the local question it is about when it names one's row.
+
+    pyxform counts rows of the generated survey sheet (header = row 1), which designers never
+    see: a row that comes from a local question is reported at that question's line.
+    """
+    match = re.match(r"\[row : (\d+)\]\s*(.*)", message, re.S)
+    survey = plan.form_plan.sheets.get("survey", [])
+    if match and 2 <= int(match.group(1)) <= len(survey) + 1:
+        name = survey[int(match.group(1)) - 2].get("name")
+        if any(q.get("name") == name for q in plan.context.local_questions):
+            line = None
+            try:
+                data = load_json(plan.context.path, plan.context.file)
+                line = next(
+                    q.line_of("name")
+                    for q in data.get("local_questions", [])
+                    if isinstance(q, Node) and q.get("name") == name
+                )
+            except (CompilerError, StopIteration, AttributeError):
+                pass
+            return ConversionError(
+                f'local question "{name}": {match.group(2)} (for a select, give the question '
+                'its "choices")',
+                file=plan.context.file,
+                line=line,
+            )
+    return ConversionError(
+        f"pyxform rejected the generated form: {message}", file=plan.context.file
+    )
+
+
 def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
     """Run pyxform (and optionally ODK Validate) on a plan's sheets."""
     from pyxform.errors import PyXFormError
@@ -194,15 +241,14 @@ def convert_plan(plan: Plan, *, validate: bool = False) -> CompiledForm:
             form_name="data",
         )
     except PyXFormError as err:
-        raise ConversionError(
-            f"pyxform rejected the generated form: {err}", file=plan.context.file
-        ) from err
+        raise _conversion_error(plan, str(err)) from err
     except ODKValidateError as err:
         raise ConversionError(
             f"ODK Validate rejected the generated form: {err}", file=plan.context.file
         ) from err
+    # result.warnings is the list passed in as ``warnings``: take each warning once
     warnings = plan.warnings + [
-        f"pyxform: {w}" for w in pyxform_warnings + list(result.warnings or [])
+        f"pyxform: {w}" for w in dict.fromkeys([*pyxform_warnings, *(result.warnings or [])])
     ]
     context, fp = plan.context, plan.form_plan
     data = plan.report_data

@@ -10,6 +10,7 @@ code; a violation names the file, the line and the rule.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,17 @@ def _no_duplicate_values(rule: str, what: str, items: list[Any], file: str) -> N
         first[value] = item
 
 
+def _is_choice(item: Any) -> bool:
+    """A choice object: a value of a-z, 0-9 and _, and a non-empty text label."""
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("value"), str)
+        and re.match(r"^[a-z0-9_]{1,40}$", item["value"]) is not None
+        and isinstance(item.get("label"), str)
+        and item["label"].strip() != ""
+    )
+
+
 def list_contexts(root: Path) -> list[str]:
     """Names of the contexts under ``<root>/contexts`` (folders with a context.json)."""
     base = root / "contexts"
@@ -153,7 +165,8 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
         if (
             not isinstance(lang, dict)
             or not lang.get("name")
-            or not _LANG_CODE.match(lang.get("code", ""))
+            or not isinstance(lang.get("code"), str)
+            or not _LANG_CODE.match(lang["code"])
         ):
             raise _err(
                 "CTX006",
@@ -191,16 +204,22 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
             )
 
     choices = data.get("choices", {})
+    if not isinstance(choices, dict):
+        raise _err("CTX007", "choices must be an object of lists", file, data, "choices")
     for list_name, items in choices.items():
         if list_name not in {"casework_type", "office"}:
             raise _err("CTX007", f'"{list_name}"', file, choices, list_name)
+        if not isinstance(items, list):
+            raise _err("CTX007", f'"{list_name}" must be a list', file, choices, list_name)
         for item in items:
-            if not re.match(r"^[a-z0-9_]{1,40}$", item.get("value", "")) or not item.get("label"):
+            if not _is_choice(item):
                 raise _err(
                     "CTX007",
-                    f"each {list_name} choice needs a value (a-z, 0-9, _) and a label",
+                    f"each {list_name} choice needs a value (a-z, 0-9, _) and a label, "
+                    f'both in quotes, e.g. {{"value": "kisumu", "label": "Kisumu"}}',
                     file,
-                    item,
+                    item if isinstance(item, Node) else choices,
+                    None if isinstance(item, Node) else list_name,
                 )
         _no_duplicate_values("CTX007", list_name, items, file)
     if not choices.get("casework_type"):
@@ -210,7 +229,17 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
     if set(closure) - {"threshold", "note"}:
         bad = next(k for k in closure if k not in {"threshold", "note"})
         raise _err("CTX001", "closure may only set its threshold", file, closure, bad)
-    threshold = float(closure.get("threshold", instrument.scoring.closure["threshold"]))
+    threshold = closure.get("threshold", instrument.scoring.closure["threshold"])
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise _err(
+            "CTX005",
+            f"threshold {json.dumps(threshold)} is not a number: write it without quotes, "
+            "with a decimal point (3.5)",
+            file,
+            closure,
+            "threshold",
+        )
+    threshold = float(threshold)
     if not 1.0 <= threshold <= 4.0:
         raise _err("CTX005", f"threshold {threshold}", file, closure or data, "threshold")
 
@@ -222,12 +251,17 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
     }
     local_lists: dict[str, list[Any]] = {}
     for q in data.get("local_questions", []):
+        if not isinstance(q, dict):
+            raise _err("CTX004", "each local question must be an object", file, data)
         name_ = q.get("name", "")
         if (
-            not _LOCAL_NAME.match(name_)
+            not isinstance(name_, str)
+            or not _LOCAL_NAME.match(name_)
             or name_ in seen
-            or not _LOCAL_TYPES.match(q.get("type", ""))
-            or not q.get("label")
+            or not isinstance(q.get("type"), str)
+            or not _LOCAL_TYPES.match(q["type"])
+            or not isinstance(q.get("label"), str)
+            or not q["label"].strip()
         ):
             raise _err("CTX004", f'local question "{name_}"', file, q)
         if set(q) - {"name", "type", "label", "hint", "required", "choices"}:
@@ -237,6 +271,18 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
                 file,
                 q,
             )
+        if not isinstance(q.get("hint", ""), str) or not isinstance(q.get("choices", []), list):
+            raise _err("CTX004", f'local question "{name_}": hint is text, choices a list', file, q)
+        for item in q.get("choices", []):
+            if not _is_choice(item):
+                raise _err(
+                    "CTX004",
+                    f'each choice of local question "{name_}" needs a value (a-z, 0-9, _) and '
+                    'a label, both in quotes, e.g. {"value": "yes", "label": "Yes"}',
+                    file,
+                    item if isinstance(item, Node) else q,
+                    None if isinstance(item, Node) else "choices",
+                )
         list_name = q["type"].split(" ", 1)[1] if " " in q["type"] else None
         if list_name is not None:
             if list_name in reserved and "choices" in q:
@@ -250,17 +296,6 @@ def load_context(root: Path, name: str, instrument: Instrument) -> Context:
                     "choices",
                 )
             items = q.get("choices", [])
-            for item in items:
-                if not re.match(r"^[a-z0-9_]{1,40}$", item.get("value", "")) or not item.get(
-                    "label"
-                ):
-                    raise _err(
-                        "CTX004",
-                        f'local question "{name_}": each choice needs a value (a-z, 0-9, _) '
-                        "and a label",
-                        file,
-                        item,
-                    )
             _no_duplicate_values(
                 "CTX004", f'local question "{name_}"', local_lists.get(list_name, []) + items, file
             )

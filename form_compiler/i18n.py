@@ -22,17 +22,20 @@ from pathlib import Path
 from form_compiler.context import Context
 from form_compiler.errors import TranslationError
 from form_compiler.instrument import Instrument
-from form_compiler.source import load_json
+from form_compiler.source import Node, load_json
 
 __all__ = [
     "SOURCE_LANGUAGE",
     "Resolved",
+    "entry_location",
     "export_po",
     "export_xlsx",
     "import_file",
+    "is_source",
     "resolve",
     "scored_key",
     "status_report",
+    "unknown_keys",
 ]
 
 SOURCE_LANGUAGE = "en"
@@ -61,22 +64,77 @@ def _file(base: Path, code: str) -> Path:
     return base / "i18n" / f"{code}.json"
 
 
+def is_source(code: str) -> bool:
+    """True for English in any region (``en``, ``en-GB``, ``en-KE``): the source texts."""
+    return code.split("-", 1)[0].lower() == SOURCE_LANGUAGE
+
+
+def _valid_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("status") in STATUSES
+        and isinstance(entry.get("text"), str)
+        and isinstance(entry.get("source"), str)
+    )
+
+
 def _load_entries(path: Path, display: str) -> dict:
     if not path.exists():
         return {}
     # translation files are the bulk of what a compile reads: parse them at C speed and
     # re-read with line tracking only to point at a broken entry
     data = load_json(path, display, track_lines=False)
-    entries = data.get("entries", {})
+    entries = data.get("entries", {}) if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        located = load_json(path, display)
+        raise TranslationError(
+            'a translation file is an object with "entries": {"key": {...}, ...}',
+            file=display,
+            line=located.line_of("entries") if isinstance(located, dict) else 1,
+        )
     for key, entry in entries.items():
-        if entry.get("status") not in STATUSES or "text" not in entry or "source" not in entry:
+        if not _valid_entry(entry):
             located = load_json(path, display)["entries"]
             raise TranslationError(
-                f'entry "{key}" needs "source", "text" and a status of draft or reviewed',
+                f'entry "{key}" must be {{"source": "...", "text": "...", "status": "draft"}} '
+                '(source and text in quotes, status "draft" or "reviewed")',
                 file=display,
                 line=located.line_of(key),
             )
     return entries
+
+
+def entry_location(
+    root: Path, instrument: Instrument, context: Context, code: str, origin: str
+) -> tuple[str, Node | None]:
+    """The display name of ``origin``'s translation file in ``code``, and its line-tracked
+    entries (``None`` when the file does not exist), for messages naming an entry's line."""
+    base, display = _bases(root, instrument, context)[origin]
+    path, name = _file(base, code), f"{display}/{code}.json"
+    if not path.exists():
+        return name, None
+    entries = load_json(path, name).get("entries")
+    return name, entries if isinstance(entries, Node) else None
+
+
+def unknown_keys(root: Path, instrument: Instrument, context: Context, code: str) -> list[str]:
+    """``file:line: ...`` for each translation entry whose key is no text of the form
+    (a mistyped key silently drops its translation)."""
+    known = {"instrument": instrument.texts, "context": context.texts}
+    out = []
+    for origin, (base, display) in _bases(root, instrument, context).items():
+        entries = _load_entries(_file(base, code), f"{display}/{code}.json")
+        stray = [key for key in entries if key not in known[origin]]
+        if not stray:
+            continue
+        name, located = entry_location(root, instrument, context, code, origin)
+        for key in stray:
+            line = located.line_of(key) if located is not None else None
+            out.append(
+                f'{name}:{line}: unknown key "{key}" (a typo? its translation is not used; '
+                f"keys are listed by kintsugi i18n export)"
+            )
+    return out
 
 
 def _bases(root: Path, instrument: Instrument, context: Context) -> dict[str, tuple[Path, str]]:
@@ -98,7 +156,7 @@ def resolve(root: Path, instrument: Instrument, context: Context, code: str) -> 
     for key in keys:
         origin = "context" if key in context.texts else "instrument"
         source = context.texts[key] if origin == "context" else instrument.texts[key]
-        if code == SOURCE_LANGUAGE:
+        if is_source(code):
             out[key] = Resolved(key, source, source, "source", origin)
             continue
         entry = entries[origin].get(key)
@@ -128,7 +186,7 @@ def status_report(root: Path, instrument: Instrument, context: Context) -> list[
                 "total": total,
                 **{k: v for k, v in counts.items() if k != "source"},
                 "coverage": round(100.0 * translated / total, 1) if total else 100.0,
-                "is_source": lang.code == SOURCE_LANGUAGE,
+                "is_source": is_source(lang.code),
             }
         )
     return rows
@@ -226,7 +284,7 @@ def import_file(
     A row whose source text no longer matches the current source is refused (it translates
     an old text); translations become ``reviewed`` only when the file says so.
     """
-    if code == SOURCE_LANGUAGE:
+    if is_source(code):
         raise TranslationError(
             "English is the source language; edit instrument.json or context.json"
         )
@@ -247,7 +305,7 @@ def import_file(
         doc = files.get(current.origin)
         if doc is None:
             doc = (
-                json.loads(target.read_text(encoding="utf-8"))
+                json.loads(target.read_text(encoding="utf-8-sig"))
                 if target.exists()
                 else {
                     "language": code,

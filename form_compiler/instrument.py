@@ -279,7 +279,18 @@ def load_instrument(root: Path, instrument_id: str = "aso") -> Instrument:
         case_code_hint=case_code.get("hint", ""),
         domains=tuple(domains),
         version_map=dict(data.get("version_map", {})),
-        form_text=dict(_require(data, "form_text", dict, file)),
+        form_text={
+            # the case-code hint doubles as its constraint message; both are translated
+            **(
+                {
+                    "case_code_new.hint": case_code["hint"],
+                    "case_code_new.constraint_message": case_code["hint"],
+                }
+                if case_code.get("hint")
+                else {}
+            ),
+            **_require(data, "form_text", dict, file),
+        },
         path=path,
         file=file,
     )

@@ -12,12 +12,37 @@ import bisect
 import json
 import json.decoder
 import json.scanner
+import re
 from pathlib import Path
 from typing import Any
 
 from form_compiler.errors import SourceError
 
 __all__ = ["Node", "load_json", "loads_json", "loads_json_fast"]
+
+# XML 1.0 cannot carry these even escaped (C0 controls but tab/LF/CR, lone surrogates,
+# U+FFFE/U+FFFF): a text holding one would make the XForm unreadable, so it is refused here.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_CHAR_HINTS = {
+    0x0B: " (a manual line break pasted from Word: use a space or a full stop)",
+    0x0C: " (a page break pasted from Word)",
+}
+
+
+def _illegal_char(value: Any) -> str | None:
+    """``U+000B`` for the first character XML 1.0 cannot carry in ``value``'s strings."""
+    if isinstance(value, str):
+        found = _XML_ILLEGAL.search(value)
+        return (
+            f"U+{ord(found.group()):04X}{_CHAR_HINTS.get(ord(found.group()), '')}"
+            if found
+            else None
+        )
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str) and (bad := _illegal_char(item)):
+                return bad
+    return None
 
 
 class Node(dict):
@@ -72,6 +97,15 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
                 key: bisect.bisect_right(line_starts, pos)
                 for (key, _value), pos in zip(pairs, value_starts, strict=False)
             }
+            for key, value in pairs:
+                bad = _illegal_char(key) or _illegal_char(value)
+                if bad:
+                    raise SourceError(
+                        f'the text of "{key}" contains the invisible character {bad}, which '
+                        "forms cannot carry: delete it and retype the text there",
+                        file=file,
+                        line=node.line_of(key),
+                    )
             return node
 
         return json.decoder.JSONObject(s_and_end, strict, scan, object_hook, make, memo)
@@ -88,12 +122,13 @@ def loads_json(text: str, file: str = "<memory>") -> Any:
 
 
 class _DuplicateKeyError(Exception):
-    """Internal: the fast path met a repeated key; the tracking parser reports it."""
+    """Internal: the fast path met a repeated key or an XML-illegal character; the tracking
+    parser reports it with its line."""
 
 
 def _fast_node(pairs: list[tuple[str, Any]]) -> Node:
     node = Node(pairs)
-    if len(node) != len(pairs):
+    if len(node) != len(pairs) or any(_illegal_char(k) or _illegal_char(v) for k, v in pairs):
         raise _DuplicateKeyError
     return node
 
@@ -102,7 +137,7 @@ def loads_json_fast(text: str, file: str = "<memory>") -> Any:
     """Like :func:`loads_json` with the C decoder, but objects carry no line numbers.
 
     For large files whose checks rarely fail (translations): a caller that needs a line for
-    an error re-reads with :func:`loads_json`. Syntax errors and duplicate keys fall back to
+    an error re-reads with :func:`loads_json`. Syntax errors, duplicate keys and XML-illegal characters fall back to
     the tracking parser, so they are still reported with their line.
     """
     try:
@@ -112,10 +147,11 @@ def loads_json_fast(text: str, file: str = "<memory>") -> Any:
 
 
 def load_json(path: Path, display: str | None = None, *, track_lines: bool = True) -> Any:
-    """Read and parse a JSON file (UTF-8). ``display`` is the name used in messages."""
+    """Read and parse a JSON file (UTF-8, with or without a BOM). ``display`` names it in messages."""
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Notepad and Excel save "UTF-8" with a byte-order mark
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:
         raise SourceError("file not found", file=name) from err
     except UnicodeDecodeError as err:

@@ -67,6 +67,11 @@ def _counted_expr(ref: str, counted: tuple[str, ...]) -> str:
     return "(" + " or ".join(f"{ref} = '{v}'" for v in counted) + ")"
 
 
+def _optional(t: _Texts, instrument: Instrument, column: str, key: str) -> dict[str, str]:
+    """``t.cols(column, key)``, or no columns when the instrument has no such text."""
+    return t.cols(column, key) if key in instrument.texts else {}
+
+
 def build_sheets(
     instrument: Instrument,
     context: Context,
@@ -172,11 +177,8 @@ def build_sheets(
         required="yes",
         constraint=f"regex(., '{pattern}')",
         **t.cols("label", "form.case_code_new.label"),
-        **{f"hint::{lang.column}": instrument.case_code_hint for lang in context.languages},
-        **{
-            f"constraint_message::{lang.column}": instrument.case_code_hint
-            for lang in context.languages
-        },
+        **_optional(t, instrument, "hint", "form.case_code_new.hint"),
+        **_optional(t, instrument, "constraint_message", "form.case_code_new.constraint_message"),
     )
     row(
         "select_one_from_file cases.csv",

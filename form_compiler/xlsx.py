@@ -82,6 +82,17 @@ def _sheet(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
+#: every zip entry carries this time, so the same sheets give the same bytes
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o600 << 16
+    return info
+
+
 def write_xlsx(sheets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
     """An .xlsx with one worksheet per sheet: a bold, frozen header row of column names."""
     names = list(sheets)
@@ -92,7 +103,7 @@ def write_xlsx(sheets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
             for i in range(1, len(names) + 1)
         )
         z.writestr(
-            "[Content_Types].xml",
+            _entry("[Content_Types].xml"),
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types xmlns="{_CT}">'
             '<Default Extension="rels" '
             'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
@@ -104,7 +115,7 @@ def write_xlsx(sheets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
             f"{overrides}</Types>",
         )
         z.writestr(
-            "_rels/.rels",
+            _entry("_rels/.rels"),
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<Relationships xmlns="{_PKG_REL}"><Relationship Id="rId1" '
             f'Type="{_REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
@@ -114,7 +125,7 @@ def write_xlsx(sheets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
             for i, name in enumerate(names, start=1)
         )
         z.writestr(
-            "xl/workbook.xml",
+            _entry("xl/workbook.xml"),
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{sheet_entries}</sheets>'
             "</workbook>",
@@ -125,11 +136,11 @@ def write_xlsx(sheets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
         )
         rels += f'<Relationship Id="rId{len(names) + 1}" Type="{_REL}/styles" Target="styles.xml"/>'
         z.writestr(
-            "xl/_rels/workbook.xml.rels",
+            _entry("xl/_rels/workbook.xml.rels"),
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<Relationships xmlns="{_PKG_REL}">{rels}</Relationships>',
         )
-        z.writestr("xl/styles.xml", _STYLES)
+        z.writestr(_entry("xl/styles.xml"), _STYLES)
         for i, name in enumerate(names, start=1):
-            z.writestr(f"xl/worksheets/sheet{i}.xml", _sheet(sheets[name]))
+            z.writestr(_entry(f"xl/worksheets/sheet{i}.xml"), _sheet(sheets[name]))
     return buf.getvalue()
