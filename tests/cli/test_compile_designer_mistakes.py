@@ -1,8 +1,7 @@
 """``kintsugi compile`` / ``kintsugi i18n`` with the mistakes a designer really makes.
 
-Review findings (branch review-comp): each test states the rule a designer relies on
-(bad input -> ``file:line: message``; the compiled form loads and scores like the server;
-same input -> same bytes) and fails while the bug is there.
+Each test states the rule a designer relies on: bad input -> ``file:line: message``; the
+compiled form loads and scores like the server; same input -> same bytes.
 """
 
 from __future__ import annotations
