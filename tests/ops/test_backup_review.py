@@ -1,0 +1,97 @@
+"""Review findings: backup/restore cases an admin hits (each test states the expected behaviour)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from server.blobs import make_blob_store, read_all
+from server.models import Submission
+from server.models_cases import Assessment
+from tests.conftest import CliRunner
+from tests.ops.test_backup import _dump, target  # noqa: F401 (fixture)
+from tests.server.conftest import publish
+
+
+def _two_submissions(app, field, vectors):
+    for form in {v.expected["formId"]: v.form_xml for v in vectors}.values():
+        publish(app, field.project_id, form)
+    for v in vectors[:2]:
+        assert field.collect.post_raw(v.body, v.content_type).status_code == 201
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        return [sub.id for sub in s.scalars(select(Submission).order_by(Submission.id))][:2]
+
+
+def test_restore__superseded_assessment__restores(
+    app, runner, field, vectors, target, tmp_path  # noqa: F811
+):
+    """Should restore an assessment superseded by a later one (conflict resolved 'keep').
+
+    ``assessments.superseded_by_id`` points at a *higher* id (cases.py 'keep', reconcile.py);
+    restore inserts rows in primary-key order, so the older row names a row not inserted yet.
+    """
+    sub_ids = _two_submissions(app, field, vectors)
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        old = Assessment(project_id=field.project_id, submission_id=sub_ids[0], instance_id="a")
+        new = Assessment(project_id=field.project_id, submission_id=sub_ids[1], instance_id="b")
+        s.add_all([old, new])
+        s.flush()
+        old.state, old.superseded_by_id = "superseded", new.id
+        s.commit()
+    before = _dump(app.extensions["kintsugi.db"].engine)
+    archive = tmp_path / "k.tar.gz"
+    assert runner.invoke("backup", "--out", str(archive)).exit_code == 0
+    restored = CliRunner(target).invoke("restore", str(archive))
+    assert restored.exit_code == 0, restored.output
+    from server.db import make_engine
+
+    engine2 = make_engine(target["KINTSUGI_DATABASE_URL"])
+    try:
+        assert _dump(engine2)["assessments"] == before["assessments"]
+    finally:
+        engine2.dispose()
+
+
+def test_restore__truncated_archive__clear_refusal(runner, app, tmp_path, target):  # noqa: F811
+    """Should refuse a partially copied archive with a clear message, not a traceback."""
+    archive = tmp_path / "k.tar.gz"
+    assert runner.invoke("backup", "--out", str(archive)).exit_code == 0
+    partial = tmp_path / "partial.tar.gz"
+    data = archive.read_bytes()
+    partial.write_bytes(data[: len(data) // 2])
+    result = CliRunner(target).invoke("restore", str(partial))
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "backup" in result.output.lower(), result.output
+
+
+@pytest.mark.postgres
+def test_restore__postgres_blob_archive_into_local_backend__blobs_readable_or_refused(
+    app, runner, field, vectors, target, tmp_path, make_app, backend  # noqa: F811
+):
+    """Should refuse (or make readable) an archive whose blobs live in the blobs table when the
+    target uses KINTSUGI_BLOB_BACKEND=local; today it restores and every submission is unreadable.
+    """
+    if backend != "postgres" or app.config["BLOB_BACKEND"] != "postgres":
+        pytest.skip("needs a PostgreSQL instance with the postgres blob backend")
+    _two_submissions(app, field, vectors)
+    archive = tmp_path / "k.tar.gz"
+    assert runner.invoke("backup", "--out", str(archive)).exit_code == 0
+    env = {**target, "KINTSUGI_BLOB_BACKEND": "local"}
+    restored = CliRunner(env).invoke("restore", str(archive))
+    if restored.exit_code != 0:
+        return  # refused: fine
+    app2 = make_app(
+        DATABASE_URL=target["KINTSUGI_DATABASE_URL"],
+        DATA_DIR=target["KINTSUGI_DATA_DIR"],
+        BLOB_BACKEND="local",
+    )
+    with app2.extensions["kintsugi.db"].sessionmaker() as s2:
+        sub = s2.scalars(select(Submission)).first()
+        read_all(make_blob_store(app2.config, s2), sub.xml_blob_key)  # raises: blob missing
+    app2.extensions["kintsugi.db"].engine.dispose()
+    assert Path(target["KINTSUGI_DATA_DIR"]).exists()
