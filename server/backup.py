@@ -30,13 +30,14 @@ import os
 import sqlite3
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, func, insert, select, text
+from sqlalchemy import Engine, MetaData, func, insert, select, text, update
 
 from server.errors import ServerError
 
@@ -256,11 +257,23 @@ def restore_backup(config: dict, archive: str | Path) -> BackupSummary:
     except (OSError, tarfile.TarError) as err:
         raise BackupError(f"Cannot read {archive.name}: not a Kintsugi backup archive.") from err
     with tar:
-        manifest = _read_manifest(tar)
-        _verify(tar, manifest)
+        try:
+            manifest = _read_manifest(tar)
+            _verify(tar, manifest)
+        except (EOFError, tarfile.TarError, zlib.error) as err:
+            raise BackupError(
+                f"The backup {archive.name} is incomplete or damaged (was it copied whole?); "
+                "nothing restored."
+            ) from err
         if manifest["blobs"] and config["BLOB_BACKEND"] != "local":
             raise BackupError(
                 "This backup holds blob files: restore with KINTSUGI_BLOB_BACKEND=local."
+            )
+        if manifest.get("blob_backend") == "postgres" and config["BLOB_BACKEND"] != "postgres":
+            # its blobs are rows of the blobs table: an instance reading files would find none
+            raise BackupError(
+                "This backup keeps its blobs in the database: restore with "
+                "KINTSUGI_BLOB_BACKEND=postgres."
             )
         revision = manifest.get("revision")
         db.upgrade(config["DATABASE_URL"], revision or "head")
@@ -291,10 +304,22 @@ def restore_backup(config: dict, archive: str | Path) -> BackupSummary:
                     if table.name not in manifest["tables"]:
                         continue
                     fh = tar.extractfile(f"tables/{table.name}.jsonl")
+                    # a row may point at a later row of its own table (an assessment superseded
+                    # by a newer one): such links are set once every row is in
+                    self_refs = [
+                        fk.parent.name for fk in table.foreign_keys if fk.column.table is table
+                    ]
+                    (pk,) = table.primary_key.columns if self_refs else (None,)
+                    links: list[dict[str, Any]] = []
                     batch: list[dict[str, Any]] = []
                     n = 0
                     for line in fh:  # type: ignore[union-attr]
-                        batch.append({k: _decode(v) for k, v in json.loads(line).items()})
+                        row = {k: _decode(v) for k, v in json.loads(line).items()}
+                        later = {c: row[c] for c in self_refs if row.get(c) is not None}
+                        if later:
+                            links.append({"_pk": row[pk.name], **later})
+                            row.update(dict.fromkeys(later))
+                        batch.append(row)
                         if len(batch) >= _BATCH:
                             conn.execute(insert(table), batch)
                             n += len(batch)
@@ -302,6 +327,12 @@ def restore_backup(config: dict, archive: str | Path) -> BackupSummary:
                     if batch:
                         conn.execute(insert(table), batch)
                         n += len(batch)
+                    for link in links:
+                        conn.execute(
+                            update(table)
+                            .where(pk == link["_pk"])
+                            .values({c: v for c, v in link.items() if c != "_pk"})
+                        )
                     counts[table.name] = n
                 if conn.dialect.name == "postgresql":
                     _reset_sequences(conn, meta)

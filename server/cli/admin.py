@@ -211,11 +211,15 @@ def forms_publish_command(
 @click.option("--project", "project_id", required=True, type=int)
 def forms_list_command(project_id: int) -> None:
     """List forms of a project: form_id, state, current version, versions published."""
+    from server.errors import ServerError
     from server.services.projects import get_project
 
     app = _app()
     with _session(app) as session:
-        project = get_project(session, project_id)
+        try:
+            project = get_project(session, project_id)
+        except ServerError as err:
+            _fail(err)
         for f in project.forms:
             current = f.current_version
             click.echo(

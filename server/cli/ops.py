@@ -28,6 +28,8 @@ def backup_command(out: str) -> None:
         summary = create_backup(_config(), out)
     except ServerError as err:
         raise click.ClickException(err.message) from err
+    except OSError as err:  # a folder that cannot be made, a file where a folder should be
+        raise click.ClickException(f"Cannot write {out}: {err.strerror or err}.") from err
     rows = sum(summary.tables.values())
     click.echo(
         f"backup written: {summary.path} (schema {summary.revision}, "

@@ -1,4 +1,4 @@
-"""Review findings: admin CLI commands with a wrong project id or output path."""
+"""Admin CLI commands with a wrong project id or an output path that cannot be written."""
 
 from __future__ import annotations
 
