@@ -246,6 +246,23 @@ def _verify(tar: tarfile.TarFile, manifest: dict[str, Any]) -> None:
         raise BackupError(f"The backup is incomplete ({len(missing)} members missing).")
 
 
+def _refuse_data(engine: Engine, meta: MetaData | None = None) -> None:
+    """BackupError when any table of the target database holds a row."""
+    if meta is None:
+        meta = MetaData()
+        meta.reflect(engine)
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            if (
+                table.name not in _SKIP_TABLES
+                and conn.execute(select(func.count()).select_from(table)).scalar()
+            ):
+                raise BackupError(
+                    f"The target database is not empty (table {table.name}); "
+                    "restore only into a fresh instance."
+                )
+
+
 def restore_backup(config: dict, archive: str | Path) -> BackupSummary:
     """Restore ``archive`` into the empty instance in ``config`` (refuses a non-empty one)."""
     from server import db
@@ -276,21 +293,17 @@ def restore_backup(config: dict, archive: str | Path) -> BackupSummary:
                 "KINTSUGI_BLOB_BACKEND=postgres."
             )
         revision = manifest.get("revision")
+        engine = db.make_engine(config["DATABASE_URL"])
+        try:
+            _refuse_data(engine)  # before migrating: a wrong target is left as it was
+        finally:
+            engine.dispose()
         db.upgrade(config["DATABASE_URL"], revision or "head")
         engine = db.make_engine(config["DATABASE_URL"])
         try:
             meta = MetaData()
             meta.reflect(engine)
-            with engine.connect() as conn:
-                for table in meta.sorted_tables:
-                    if (
-                        table.name not in _SKIP_TABLES
-                        and conn.execute(select(func.count()).select_from(table)).scalar()
-                    ):
-                        raise BackupError(
-                            f"The target database is not empty (table {table.name}); "
-                            "restore only into a fresh instance."
-                        )
+            _refuse_data(engine, meta)
             unknown = set(manifest["tables"]) - set(meta.tables)
             if unknown:
                 raise BackupError(f"Tables {sorted(unknown)} do not exist at revision {revision}.")

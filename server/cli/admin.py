@@ -310,10 +310,16 @@ def app_users_list_command(project_id: int) -> None:
     """List app users of a project: id, state, name."""
     from sqlalchemy import select
 
+    from server.errors import ServerError
     from server.models import AppUser
+    from server.services.projects import get_project
 
     app = _app()
     with _session(app) as session:
+        try:
+            get_project(session, project_id)  # an unknown id is an error, not an empty list
+        except ServerError as err:
+            _fail(err)
         for u in session.scalars(
             select(AppUser).where(AppUser.project_id == project_id).order_by(AppUser.id)
         ):

@@ -31,3 +31,10 @@ def test_backup__out_under_a_file__clear_error(runner, tmp_path):
     result = runner.invoke("backup", "--out", str(tmp_path / "afile" / "k.tar.gz"))
     _no_traceback(result)
     assert "afile" in result.output
+
+
+def test_app_users_list__unknown_project__clear_error(runner):
+    """Should say the project does not exist rather than list nothing and exit 0."""
+    result = runner.invoke("app-users", "list", "--project", "99")
+    _no_traceback(result)
+    assert "99" in result.output

@@ -95,3 +95,30 @@ def test_restore__postgres_blob_archive_into_local_backend__blobs_readable_or_re
     restored = CliRunner(env).invoke("restore", str(archive))
     assert restored.exit_code == 1, restored.output
     assert "restore with KINTSUGI_BLOB_BACKEND=postgres" in restored.output
+
+
+def test_restore__target_with_data_at_an_older_schema__refused_and_left_unmigrated(
+    runner, tmp_path, target
+):
+    """Should refuse a target that holds data before migrating it: a restore pointed at the
+    wrong database must leave it exactly as it was, schema included."""
+    from sqlalchemy import create_engine, text
+
+    from server import db
+
+    archive = tmp_path / "k.tar.gz"
+    assert runner.invoke("backup", "--out", str(archive)).exit_code == 0
+    url = target["KINTSUGI_DATABASE_URL"]
+    db.upgrade(url, "0008")  # another instance, one release behind, with a project
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO projects (name, encrypted, created_at) "
+                "VALUES ('Other', false, '2026-01-01')"
+            )
+        )
+    engine.dispose()
+    refused = CliRunner(target).invoke("restore", str(archive))
+    assert refused.exit_code == 1 and "not empty" in refused.output, refused.output
+    assert db.current_revision(url) == "0008"
