@@ -111,48 +111,44 @@ def readyz() -> Any:
     return resp
 
 
-def _unavailable(message: str) -> Any:
+def _answer(
+    message: str,
+    status: int,
+    error: str,
+    *,
+    code: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """``message`` as JSON (``{"error", "message"[, "code"]}``) outside the Collect routes,
+    as an OpenRosaResponse on them."""
     from flask import request
 
     from server.errors_http import openrosa_error
 
     if request.blueprint and request.blueprint != "openrosa":
-        resp = jsonify({"error": "503", "message": message})
-        resp.status_code = 503
-        resp.headers["Retry-After"] = "60"
+        resp = jsonify({"error": error, "message": message, **({"code": status} if code else {})})
+        resp.status_code = status
+        resp.headers.extend(headers or {})
         return resp
-    return openrosa_error(message, 503, {"Retry-After": "60"})
+    return openrosa_error(message, status, headers)
+
+
+def _unavailable(message: str) -> Any:
+    return _answer(message, 503, "503", headers={"Retry-After": "60"})
 
 
 def _failed() -> Any:
-    from flask import request
-
-    from server.errors_http import openrosa_error
-
-    message = "The server had a problem; nothing was saved. Try again later."
-    if request.blueprint and request.blueprint != "openrosa":
-        resp = jsonify({"error": "500", "message": message})
-        resp.status_code = 500
-        return resp
-    return openrosa_error(message, 500)
+    return _answer("The server had a problem; nothing was saved. Try again later.", 500, "500")
 
 
 NUL_MESSAGE = "The request contains a NUL character, which no name, code or text can hold."
 
 
 def _bad_request(message: str) -> Any:
-    from flask import request
-
-    from server.errors_http import openrosa_error
-
-    if request.blueprint and request.blueprint != "openrosa":
-        resp = jsonify({"error": "BAD_REQUEST", "message": message, "code": 400})
-        resp.status_code = 400
-        return resp
-    return openrosa_error(message, 400)
+    return _answer(message, 400, "BAD_REQUEST", code=True)
 
 
-def _has_nul(err: Exception) -> bool:
+def _is_nul_error(err: Exception) -> bool:
     """psycopg refuses a NUL character in text before it reaches PostgreSQL."""
     return "NUL" in str(getattr(err, "orig", "")) and getattr(err.orig, "sqlstate", None) is None
 
@@ -187,20 +183,12 @@ def init_app(app: Any) -> None:
         # An id in the URL beyond the column's range (found by schemathesis): no row can have
         # it, so it is "not found" rather than a crash. PostgreSQL says numeric_value_out_of_range
         # (SQLSTATE 22003), SQLite's driver OverflowError. Any other DataError is a failure.
-        from server.errors_http import openrosa_error
-
-        if isinstance(err, DataError) and _has_nul(err):
+        if isinstance(err, DataError) and _is_nul_error(err):
             return _bad_request(NUL_MESSAGE)  # in a body: text the database cannot store
         if isinstance(err, DataError) and getattr(err.orig, "sqlstate", None) != "22003":
             log.error("database error: %s", type(err.orig).__name__)
             return _failed()
-
-        message = "Not found on this server."
-        if request.blueprint and request.blueprint != "openrosa":
-            resp = jsonify({"error": "NOT_FOUND", "message": message, "code": 404})
-            resp.status_code = 404
-            return resp
-        return openrosa_error(message, 404)
+        return _answer("Not found on this server.", 404, "NOT_FOUND", code=True)
 
     @app.errorhandler(DBAPIError)
     def _db_error(err: DBAPIError) -> Any:

@@ -341,7 +341,9 @@ def export_group() -> None:
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def export_cases_command(project_id: int, fmt: str, wide: bool, out_file: Path) -> None:
     """Write the project's assessments (long format by default)."""
+    from server.errors import ServerError
     from server.services.export import export_cases
+    from server.services.projects import get_project
 
     app = _app()
     show = sys.stderr.isatty()
@@ -350,23 +352,20 @@ def export_cases_command(project_id: int, fmt: str, wide: bool, out_file: Path) 
         if show:
             click.echo(f"\r{n} rows", nl=False, err=True)
 
-    from server.errors import ServerError
-    from server.services.projects import get_project
-
     with _session(app) as session:
         try:
             get_project(session, project_id)  # no file for a project that is not there
         except ServerError as err:
             raise click.ClickException(str(err)) from err
-    # survivor data: readable by its owner only (as backups), whatever the umask or an
-    # earlier file with the same name allowed
-    try:
-        fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as err:
-        raise click.ClickException(f"Cannot write {out_file}: {err.strerror or err}.") from err
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as fh, _session(app) as session:
-        rows = export_cases(session, project_id, fh, fmt=fmt, wide=wide, progress=progress)
+        # survivor data: readable by its owner only (as backups), whatever the umask or an
+        # earlier file with the same name allowed
+        try:
+            fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as err:
+            raise click.ClickException(f"Cannot write {out_file}: {err.strerror or err}.") from err
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            rows = export_cases(session, project_id, fh, fmt=fmt, wide=wide, progress=progress)
     if show:
         click.echo("", err=True)
     click.echo(f"wrote {rows} rows to {out_file}")

@@ -74,7 +74,7 @@ def test_restore__truncated_archive__clear_refusal(runner, app, tmp_path, target
 
 
 @pytest.mark.postgres
-def test_restore__postgres_blob_archive_into_local_backend__blobs_readable_or_refused(
+def test_restore__postgres_blob_archive_into_local_backend__refused(
     app,
     runner,
     field,
