@@ -8,8 +8,9 @@ Archive (``tar.gz``, written 0600 and renamed into place only when complete)::
 
 Consistency: PostgreSQL is read in one REPEATABLE READ transaction; SQLite is first copied with
 its online backup API. Blobs are immutable and written before the rows that name them commit,
-so every blob a snapshot row names exists when the files are copied afterwards; files written
-after the snapshot are orphans, which the blob store already tolerates.
+so a blob a snapshot row names exists when the files are copied afterwards, unless a commit
+since replaced it and removed the file: the backup then starts again from a newer snapshot.
+Files written after the snapshot are orphans, which the blob store already tolerates.
 
 Restore goes into an *empty* instance: it migrates the target to the archive's revision,
 verifies every member's sha256 before writing anything, writes blobs, then inserts every row in
@@ -44,6 +45,7 @@ from server.errors import ServerError
 FORMAT = "kintsugi-backup/1"
 _SKIP_TABLES = {"alembic_version"}
 _BATCH = 500
+_ATTEMPTS = 3  # snapshots tried while blobs they name are being replaced
 
 
 class BackupError(ServerError):
@@ -60,6 +62,7 @@ class BackupSummary:
     revision: str | None
     tables: dict[str, int] = field(default_factory=dict)
     blobs: int = 0
+    missing_blobs: list[str] = field(default_factory=list)
 
 
 def _encode(value: Any) -> Any:
@@ -153,15 +156,8 @@ def _blob_files(data_dir: Path) -> Iterator[tuple[str, Path]]:
             yield path.relative_to(data_dir).as_posix(), path
 
 
-def create_backup(config: dict, out: str | Path) -> BackupSummary:
-    """Write a consistent database + blob snapshot of the instance in ``config`` to ``out``."""
-    from server.db import make_engine
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(config["DATABASE_URL"])
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".backup-", suffix=".tmp")
-    os.fchmod(fd, 0o600)
+def _write_archive(engine: Engine, config: dict, raw: Any) -> tuple[dict[str, Any], list[str]]:
+    """Write one archive to ``raw``; return its manifest and the named blobs that were gone."""
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -170,34 +166,72 @@ def create_backup(config: dict, out: str | Path) -> BackupSummary:
         "tables": {},
         "blobs": {},
     }
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            with _snapshot(engine) as conn:
-                manifest["revision"] = _revision(conn)
-                meta = MetaData()
-                meta.reflect(conn)
-                for table in meta.sorted_tables:
-                    if table.name in _SKIP_TABLES:
-                        continue
-                    pk = list(table.primary_key.columns) or list(table.columns)
-                    buf = io.BytesIO()
-                    rows = 0
-                    for row in conn.execute(select(table).order_by(*pk)).mappings():
-                        line = {k: _encode(v) for k, v in row.items()}
-                        buf.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
-                        rows += 1
-                    data = buf.getvalue()
-                    _add_bytes(tar, f"tables/{table.name}.jsonl", data)
-                    manifest["tables"][table.name] = {
-                        "rows": rows,
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                    }
-            # after the snapshot: every blob a snapshot row names is already on disk
-            if config["BLOB_BACKEND"] == "local":
-                for key, path in _blob_files(Path(config["DATA_DIR"])):
-                    manifest["blobs"][key] = _sha256_file(path)
+    named: set[str] = set()  # blob keys the snapshot's rows point at
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        with _snapshot(engine) as conn:
+            manifest["revision"] = _revision(conn)
+            meta = MetaData()
+            meta.reflect(conn)
+            for table in meta.sorted_tables:
+                if table.name in _SKIP_TABLES:
+                    continue
+                pk = list(table.primary_key.columns) or list(table.columns)
+                key_columns = [c.name for c in table.columns if c.name.endswith("blob_key")]
+                buf = io.BytesIO()
+                rows = 0
+                for row in conn.execute(select(table).order_by(*pk)).mappings():
+                    named.update(row[c] for c in key_columns if row[c])
+                    line = {k: _encode(v) for k, v in row.items()}
+                    buf.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+                    rows += 1
+                data = buf.getvalue()
+                _add_bytes(tar, f"tables/{table.name}.jsonl", data)
+                manifest["tables"][table.name] = {
+                    "rows": rows,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+        missing: list[str] = []
+        if config["BLOB_BACKEND"] == "local":
+            # After the snapshot. Blobs are written before the rows naming them commit, so each
+            # named blob is on disk, unless a later commit replaced it and removed the file (as
+            # ``encrypt-stored`` and completed split uploads do): that is reported, not hidden.
+            for key, path in _blob_files(Path(config["DATA_DIR"])):
+                try:
+                    digest = _sha256_file(path)
                     tar.add(path, arcname=f"blobs/{key}", recursive=False)
-            _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=1).encode())
+                except FileNotFoundError:
+                    continue  # removed while we walked: a named one is counted missing below
+                manifest["blobs"][key] = digest
+            missing = sorted(named - manifest["blobs"].keys())
+            if missing:
+                manifest["missing_blobs"] = missing
+        _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest, missing
+
+
+def create_backup(config: dict, out: str | Path) -> BackupSummary:
+    """Write a consistent database + blob snapshot of the instance in ``config`` to ``out``.
+
+    Should a blob named by the snapshot be removed before it is copied (a writer replaced it
+    after the snapshot), the backup is taken again from a newer snapshot. Blobs still missing
+    after that are missing from the store itself: the archive is kept, and the summary's
+    ``missing_blobs`` names them so the caller can say so.
+    """
+    from server.db import make_engine
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config["DATABASE_URL"])
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".backup-", suffix=".tmp")
+    os.fchmod(fd, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            for _attempt in range(_ATTEMPTS):
+                raw.seek(0)
+                raw.truncate()
+                manifest, missing = _write_archive(engine, config, raw)
+                if not missing:
+                    break
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp_name, out)
@@ -211,6 +245,7 @@ def create_backup(config: dict, out: str | Path) -> BackupSummary:
         manifest.get("revision"),
         {k: v["rows"] for k, v in manifest["tables"].items()},
         len(manifest["blobs"]),
+        missing,
     )
 
 

@@ -35,6 +35,17 @@ def backup_command(out: str) -> None:
         f"backup written: {summary.path} (schema {summary.revision}, "
         f"{len(summary.tables)} tables, {rows} rows, {summary.blobs} blob files)"
     )
+    if summary.missing_blobs:
+        # the database names files the blob store no longer has: the archive keeps what is
+        # there, and whoever runs the backup (or its cron job) must hear about the rest
+        shown = ", ".join(summary.missing_blobs[:5])
+        more = len(summary.missing_blobs) - 5
+        raise click.ClickException(
+            f"{len(summary.missing_blobs)} blob files named by the database are missing from "
+            f"the blob store ({shown}{f' and {more} more' if more > 0 else ''}), so they are "
+            "not in this backup either. Check the data folder (KINTSUGI_DATA_DIR) and restore "
+            "those files from an earlier backup."
+        )
 
 
 @click.command("restore")
