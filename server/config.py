@@ -64,6 +64,11 @@ DEFAULTS: dict[str, Any] = {
     # An unlocked project key is forgotten after this many seconds without use (server.services
     # .custody): the web tier's unlocks, and the default of ``kintsugi reconcile --idle-lock``.
     "KEY_IDLE_SECONDS": 15 * 60,
+    # Wrong passphrases for one project's key through the web (page or API) before 429, within
+    # this many seconds. Each guess already costs 600,000 PBKDF2 rounds; this caps how many a
+    # stolen admin session gets. The CLI and the worker read the database directly: not limited.
+    "UNLOCK_FAIL_LIMIT": 5,
+    "UNLOCK_FAIL_WINDOW": 15 * 60,
     # An offline entity update waits this many days for its predecessor in the device's branch
     # before it is applied against the latest version (Central: 5; services.entity_versions).
     "ENTITY_BACKLOG_DAYS": 5.0,
@@ -97,6 +102,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KINTSUGI_SQL_ECHO": ("SQL_ECHO", _bool),
     "KINTSUGI_EMBED_SUBMISSION_URL": ("EMBED_SUBMISSION_URL", _bool),
     "KINTSUGI_KEY_IDLE_SECONDS": ("KEY_IDLE_SECONDS", int),
+    "KINTSUGI_UNLOCK_FAIL_LIMIT": ("UNLOCK_FAIL_LIMIT", int),
+    "KINTSUGI_UNLOCK_FAIL_WINDOW": ("UNLOCK_FAIL_WINDOW", int),
     "KINTSUGI_ENTITY_BACKLOG_DAYS": ("ENTITY_BACKLOG_DAYS", float),
     "KINTSUGI_RECONCILE_THREADS": ("RECONCILE_THREADS", int),
 }

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from server.errors import CustodyError, KeyLockedError, NotFoundError
-from server.models import Project, ProjectKey
+from server.db import utcnow
+from server.errors import CustodyError, KeyLockedError, NotFoundError, RateLimitedError
+from server.models import AuditLog, Project, ProjectKey
 from server.services import audit
 from sync_protocol import keys
 from sync_protocol.errors import ProtocolError
@@ -153,6 +154,30 @@ def _audit_idle_locks(session: Session) -> list[tuple[int, dt.datetime, float]]:
 def _engine_of(session: Session) -> Engine | None:
     bind = session.get_bind()
     return bind if isinstance(bind, Engine) else None
+
+
+def refuse_guessing(session: Session, project_id: int, *, limit: int, window_s: float) -> None:
+    """Refuse another passphrase attempt after ``limit`` wrong ones within ``window_s``.
+
+    Counts the audited ``key.unlock_failed`` of the project, whoever made them: guessing from
+    several admin accounts adds up. Called by the web tier before :func:`unlock_project`.
+
+    :raises RateLimitedError: too many wrong passphrases lately (429)
+    """
+    since = utcnow() - dt.timedelta(seconds=window_s)
+    failed = session.scalar(
+        select(func.count(AuditLog.id)).where(
+            AuditLog.action == "key.unlock_failed",
+            AuditLog.target == f"project:{project_id}",
+            AuditLog.at >= since,
+        )
+    )
+    if failed >= limit:
+        minutes = max(1, round(window_s / 60))
+        raise RateLimitedError(
+            f"{failed} wrong passphrases for this project's key in the last {minutes} minutes: "
+            f"wait {minutes} minutes, then try again. Every attempt is in the audit log."
+        )
 
 
 def unlock_project(

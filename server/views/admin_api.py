@@ -606,6 +606,10 @@ def _encrypted_project(db: Session, project_id: int) -> Project:
 def key_unlock(db: Session, user: WebUser, project_id: int) -> Response:
     project = _encrypted_project(db, project_id)
     data = body(PassphraseSchema)
+    service("custody").refuse_guessing(
+        db, project.id, limit=current_app.config["UNLOCK_FAIL_LIMIT"],
+        window_s=current_app.config["UNLOCK_FAIL_WINDOW"],
+    )  # fmt: skip
     with commit_audit_on_failure(db):
         service("custody").unlock_project(
             db, project.id, data["passphrase"].encode("utf-8"), actor=actor(user),

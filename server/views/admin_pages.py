@@ -363,6 +363,10 @@ def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
     passphrase = request.form.get("passphrase", "").encode("utf-8")
     message = None
     if action == "unlock":
+        custody.refuse_guessing(
+            db, p.id, limit=current_app.config["UNLOCK_FAIL_LIMIT"],
+            window_s=current_app.config["UNLOCK_FAIL_WINDOW"],
+        )  # fmt: skip
         with core.commit_audit_on_failure(db):
             custody.unlock_project(
                 db, p.id, passphrase, actor=core.actor(user),

@@ -163,6 +163,10 @@ class CaseWorld:
         return {"Safety note": "(fictional) Follow-up visit went well."}
 
     # ---- custody
+    def refuse_guessing(self, session: Any, project_id: int, *, limit: int,
+                        window_s: float) -> None:  # fmt: skip
+        return None  # the real count of audited failures is tested in test_custody_api
+
     def unlock_project(self, session: Any, project_id: int, passphrase: bytes, *, actor: str,
                        idle_seconds: float | None = None, lift_admin_lock: bool = True):  # fmt: skip
         if passphrase != b"correct passphrase":
@@ -220,7 +224,7 @@ def install(monkeypatch: Any, world: CaseWorld) -> None:
         "cases": ["list_cases", "get_case", "review_queues", "resolve_review_item", "aggregates",
                   "pending_backlog", "decrypt_notes_on_demand"],
         "custody": ["unlock_project", "lock_project", "is_unlocked", "rotate_project_key",
-                    "honour_admin_lock"],
+                    "honour_admin_lock", "refuse_guessing"],
         "export": ["export_cases", "count_rows", "iter_csv"],
     }.items():  # fmt: skip
         mod = types.ModuleType(f"server.services.{name}")
