@@ -227,6 +227,30 @@ def challenge_headers(config: dict[str, Any], *, https: bool, stale: bool = Fals
     return headers
 
 
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """Username and password of an ``Authorization: Basic`` header (None: not Basic, or bad).
+
+    UTF-8 is what the challenge asks for (RFC 7617) and what browsers send. Collect does not
+    follow it: okhttp-digest's BasicAuthenticator uses ``okhttp3.Credentials.basic``, which
+    encodes ISO-8859-1. Bytes that are not UTF-8 are therefore read as ISO-8859-1, so a
+    password such as ``contraseña`` works from either. (Characters outside ISO-8859-1 cannot
+    be sent by Collect's Basic at all: OkHttp replaces them with ``?``. Digest has no such gap.)
+    """
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except ValueError:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("iso-8859-1")
+    username, sep, password = text.partition(":")
+    return (username, password) if sep else None
+
+
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 

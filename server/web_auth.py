@@ -165,19 +165,20 @@ def basic_user(db_session: Any) -> WebUser | None:
     """The web user proven by HTTP Basic over https (None when no Basic header was sent)."""
     from flask import current_app, request
 
-    from server.auth import check_password, check_rate_limit, record_failure
+    from server.auth import basic_credentials, check_password, check_rate_limit, record_failure
 
-    auth = request.authorization
-    if auth is None or (auth.type or "").lower() != "basic":
+    header = request.headers.get("Authorization", "")
+    if header.split(" ", 1)[0].lower() != "basic":
         return None
     if not request.is_secure:
         raise AuthError("HTTP Basic is accepted only over https.")
+    username, password = basic_credentials(header) or ("", "")
     client = request.remote_addr or "unknown"
-    check_rate_limit(db_session, current_app.config, client, auth.username)
-    user = db_session.query(WebUser).filter_by(username=auth.username or "").one_or_none()
-    if user is not None and user.disabled_at is None and check_password(user, auth.password or ""):
+    check_rate_limit(db_session, current_app.config, client, username)
+    user = db_session.query(WebUser).filter_by(username=username).one_or_none()
+    if user is not None and user.disabled_at is None and check_password(user, password):
         return user
-    record_failure(db_session, client, auth.username)
+    record_failure(db_session, client, username)
     db_session.commit()
     raise AuthError("Wrong username or password.")
 

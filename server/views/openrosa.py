@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from server.auth import (
     Credentials,
     authenticate_web_user,
+    basic_credentials,
     check_rate_limit,
     find_app_user,
     find_app_user_ref,
@@ -99,14 +100,13 @@ def _client_ip() -> str:
 
 
 def _credentials() -> Credentials:
+    basic = basic_credentials(request.headers.get("Authorization"))
+    if basic is not None:  # Collect's ISO-8859-1 as well as UTF-8 (werkzeug reads only UTF-8)
+        return Credentials(scheme="basic", username=basic[0], params={}, password=basic[1])
     auth = request.authorization
     if auth is None:
         return Credentials(scheme="", username=None, params={})
     params = {k: v for k, v in (auth.parameters or {}).items() if isinstance(v, str)}
-    if auth.type == "basic":
-        return Credentials(
-            scheme="basic", username=auth.username, params={}, password=auth.password
-        )
     if auth.type == "digest":
         return Credentials(scheme="digest", username=params.get("username"), params=params)
     return Credentials(scheme=auth.type or "other", username=None, params={})

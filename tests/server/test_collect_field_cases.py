@@ -296,3 +296,37 @@ def test_digest__non_ascii_username__refused_at_creation_with_reason(runner, app
     with app.extensions["kintsugi.db"].sessionmaker() as s:
         assert s.scalars(select(WebUser.username)).all() == []
     assert runner.invoke("users", "create", "jose", "--role", "manager").exit_code == 0
+
+
+@pytest.mark.parametrize("charset", ["iso-8859-1", "utf-8"])
+def test_basic__non_ascii_password__collect_and_browsers_sign_in(app, client, field, charset):
+    """A password with an accent must work over https Basic whichever charset the client used.
+
+    okhttp-digest's BasicAuthenticator, which Collect registers for https, builds the header
+    with ``okhttp3.Credentials.basic(user, password)``: ISO-8859-1, whatever the challenge's
+    ``charset="UTF-8"`` says. Browsers and scripts send UTF-8 (RFC 7617). ``contraseña`` in
+    ISO-8859-1 is not valid UTF-8, so a UTF-8-only server saw no credentials at all: 401 and
+    a password prompt, every time, for a password that is right.
+    """
+    _manager(app, field.project_id, "maria", "contraseña segura")
+    uri = f"/v1/projects/{field.project_id}/formList?deviceID=collect%3AXa7bC9dE1fG3hJ5k"
+    raw = "maria:contraseña segura".encode(charset)
+    auth = "Basic " + base64.b64encode(raw).decode()
+    resp = client.get(
+        uri, base_url="https://localhost", headers={**collect_headers(), "Authorization": auth}
+    )
+    assert resp.status_code == 200, resp.data
+    wrong = "Basic " + base64.b64encode("maria:contrasena segura".encode(charset)).decode()
+    refused = client.get(
+        uri, base_url="https://localhost", headers={**collect_headers(), "Authorization": wrong}
+    )
+    assert refused.status_code == 401
+
+
+def test_basic__non_ascii_password__admin_api_over_https(app, client, field):
+    """The admin API's Basic login takes an ISO-8859-1 password too (curl --basic, old tools)."""
+    _manager(app, field.project_id, "maria", "contraseña segura")
+    auth = "Basic " + base64.b64encode("maria:contraseña segura".encode("iso-8859-1")).decode()
+    resp = client.get("/api/v1/projects", base_url="https://localhost",
+                      headers={"Authorization": auth})  # fmt: skip
+    assert resp.status_code == 200, resp.data
