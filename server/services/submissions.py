@@ -304,7 +304,11 @@ def prepare_submission(
     form_id, form_state, xml_form_id, version_id, version_key = row
     if upload.app_user_forms is not None and xml_form_id not in upload.app_user_forms:
         raise ForbiddenError("This device may not send this form. Ask your supervisor.")
-    if form_state == FormState.CLOSED.value:
+    _check_ids_storable(parsed)
+    xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
+    if form_state == FormState.CLOSED.value and not _received_already(
+        session, form_id, parsed.instance_id, xml_sha
+    ):
         raise SubmissionConflictError(
             f"The form '{xml_form_id}' is closed and takes no more submissions. "
             "Keep this submission on the device and contact your supervisor."
@@ -341,7 +345,6 @@ def prepare_submission(
     if len(kept) != len(upload.parts):
         flags.append(FLAG_DISCARDED_PARTS)
 
-    xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
     stored_xml, plain = upload.xml, None
     if not encrypted and version_key:
         plain = Plaintext(upload.xml, parsed, version_key, kept, positions)
@@ -361,7 +364,8 @@ def prepare_submission(
         "form_version_id": version_id,
         "instance_id": parsed.instance_id,
         "deprecated_id": None if encrypted else getattr(parsed, "deprecated_id", None),
-        "instance_name": None if encrypted else getattr(parsed, "instance_name", None),
+        # a display name only (a designer's calculate can make it long): shortened to fit
+        "instance_name": None if encrypted else _clip(getattr(parsed, "instance_name", None)),
         "encrypted": encrypted,
         "status": status,
         "flags": sorted(set(flags)),
@@ -381,6 +385,39 @@ def prepare_submission(
     if not getattr(store, "transactional", False):
         prepared.written = put_many(store, items)
     return prepared
+
+
+#: Longest instanceID / deprecatedID the ``submissions`` columns hold (OpenRosa allows 249).
+MAX_ID_LENGTH = 255
+MAX_INSTANCE_NAME_LENGTH = 500
+
+
+def _clip(value: str | None, limit: int = MAX_INSTANCE_NAME_LENGTH) -> str | None:
+    return value[:limit] if value else value
+
+
+def _check_ids_storable(parsed: Any) -> None:
+    """Refuse (400, quarantined) an instanceID or deprecatedID too long to store: shortening
+    it would merge different submissions, and a failed insert is a 500 Collect retries."""
+    for value in (parsed.instance_id, getattr(parsed, "deprecated_id", None)):
+        if value and len(value) > MAX_ID_LENGTH:
+            raise RejectedUploadError(
+                f"The submission's instance ID is longer than {MAX_ID_LENGTH} characters, "
+                "which this server cannot store. The form must be fixed by its designer; keep "
+                "the data on the phone and contact your supervisor.",
+                quarantine=True,
+            )
+
+
+def _received_already(session: Session, form_id: int, instance_id: str, xml_sha: str) -> bool:
+    """Whether exactly this submission XML was stored already (a resend, or a later POST of a
+    split upload): the form's state no longer matters to something it has received."""
+    stored = session.scalar(
+        select(Submission.xml_sha256).where(
+            Submission.form_id == form_id, Submission.instance_id == instance_id
+        )
+    )
+    return stored == xml_sha
 
 
 def _encrypt_on_arrival(
