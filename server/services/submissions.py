@@ -696,7 +696,27 @@ def quarantine_upload(
     upload: Upload,
     reason: str,
 ) -> QuarantinedUpload:
-    """Keep the raw XML of a refused upload for admins (never parsed again from here)."""
+    """Keep the raw XML of a refused upload for admins (never parsed again from here).
+
+    Once: Collect's auto-send resends every failed instance on each run, so an unresolved
+    entry with the same XML in the project takes the retry (its file names joined in, the
+    reason the latest) instead of another copy.
+    """
+    earlier = session.scalars(
+        select(QuarantinedUpload)
+        .where(
+            QuarantinedUpload.project_id == project_id,
+            QuarantinedUpload.sha256 == _sha256(upload.xml),
+            QuarantinedUpload.resolved_at.is_(None),
+        )
+        .order_by(QuarantinedUpload.id)
+        .limit(1)
+    ).first()
+    if earlier is not None:
+        earlier.part_names = sorted(set(earlier.part_names or []) | set(upload.parts))[:200]
+        earlier.reason = reason[:2000]
+        session.flush()
+        return earlier
     key = new_key("quarantine")
     size, sha = store.put(key, upload.xml)
     row = QuarantinedUpload(

@@ -109,3 +109,21 @@ def test_submission__new_instance_to_closed_form__still_409(app, household, db_s
     assert household.collect.submit(changed).status_code == 409
     db_session.expire_all()
     assert db_session.scalar(select(func.count(Submission.id))) == 1
+
+
+def test_refused_upload__collect_auto_send_retries__quarantined_once(household, db_session):
+    """Should keep one copy of an upload it refuses however often Collect retries it: auto-send
+    resends every "submission failed" instance on each run, and each copy counted as another
+    quarantined upload for admins (and stored the XML again)."""
+    xml = instance(version="9", photo="p.jpg")  # a version that was never published
+    for files in ({"audit.csv": b"event\n"}, {"p.jpg": b"\xff\xd8"}, {"p.jpg": b"\xff\xd8"}):
+        resp = household.collect.submit(xml, files)
+        assert resp.status_code == 404
+        assert "Version '9'" in openrosa_message(resp)
+    db_session.expire_all()
+    [row] = db_session.scalars(select(QuarantinedUpload)).all()
+    assert row.part_names == ["audit.csv", "p.jpg"]
+    # a different upload is its own entry
+    assert household.collect.submit(instance(version="9")).status_code == 404
+    db_session.expire_all()
+    assert db_session.scalar(select(func.count(QuarantinedUpload.id))) == 2
