@@ -5,13 +5,15 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
 * **Refuse** (4xx + OpenRosaResponse message, nothing stored) when the request itself is wrong
   and the field worker or an admin can fix it while the data stays safe on the phone: failed
   authentication, wrong content type, missing ``xml_submission_file``, body over the limit (413),
-  too many parts, attachment names with path separators or ``..``, a closed form, an app user
-  not allowed on the form.
+  too many parts, attachment names with path separators or ``..``, a closed form (but not a
+  resend, or the last POST of a split upload, of a submission it received before closing), an
+  app user not allowed on the form.
 * **Quarantine** (4xx + message, and the raw XML kept in ``quarantined_uploads`` for admins) when
   an authenticated, well-formed request carries XML the server cannot turn into a submission:
   unparseable or malformed XML, XML bombs (stored as bytes, never parsed again), an unknown form
-  or form version, and a conflicting resend (same instanceID, different XML). The phone still
-  has the data, but a worker may delete it after seeing the error; the copy means nothing is lost.
+  or form version, an instanceID too long to store, and a conflicting resend (same instanceID,
+  different XML). The phone still has the data, but a worker may delete it after seeing the
+  error; the copy means nothing is lost. Retries of the same XML share one unresolved copy.
 * **Accept but flag**: a plaintext submission to a form version that declares a public key (Collect
   sends plaintext when its crypto provider is missing) gets the flag
   ``plaintext_for_encrypted_form``. The server encrypts it to the form version's key exactly
