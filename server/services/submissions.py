@@ -5,13 +5,15 @@ Policy for bad input (the device keeps an instance until it gets a 201/202, open
 * **Refuse** (4xx + OpenRosaResponse message, nothing stored) when the request itself is wrong
   and the field worker or an admin can fix it while the data stays safe on the phone: failed
   authentication, wrong content type, missing ``xml_submission_file``, body over the limit (413),
-  too many parts, attachment names with path separators or ``..``, a closed form, an app user
-  not allowed on the form.
+  too many parts, attachment names with path separators or ``..``, a closed form (but not a
+  resend, or the last POST of a split upload, of a submission it received before closing), an
+  app user not allowed on the form.
 * **Quarantine** (4xx + message, and the raw XML kept in ``quarantined_uploads`` for admins) when
   an authenticated, well-formed request carries XML the server cannot turn into a submission:
   unparseable or malformed XML, XML bombs (stored as bytes, never parsed again), an unknown form
-  or form version, and a conflicting resend (same instanceID, different XML). The phone still
-  has the data, but a worker may delete it after seeing the error; the copy means nothing is lost.
+  or form version, an instanceID too long to store, and a conflicting resend (same instanceID,
+  different XML). The phone still has the data, but a worker may delete it after seeing the
+  error; the copy means nothing is lost. Retries of the same XML share one unresolved copy.
 * **Accept but flag**: a plaintext submission to a form version that declares a public key (Collect
   sends plaintext when its crypto provider is missing) gets the flag
   ``plaintext_for_encrypted_form``. The server encrypts it to the form version's key exactly
@@ -304,7 +306,11 @@ def prepare_submission(
     form_id, form_state, xml_form_id, version_id, version_key = row
     if upload.app_user_forms is not None and xml_form_id not in upload.app_user_forms:
         raise ForbiddenError("This device may not send this form. Ask your supervisor.")
-    if form_state == FormState.CLOSED.value:
+    _check_ids_storable(parsed)
+    xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
+    if form_state == FormState.CLOSED.value and not _received_already(
+        session, form_id, parsed.instance_id, xml_sha
+    ):
         raise SubmissionConflictError(
             f"The form '{xml_form_id}' is closed and takes no more submissions. "
             "Keep this submission on the device and contact your supervisor."
@@ -341,7 +347,6 @@ def prepare_submission(
     if len(kept) != len(upload.parts):
         flags.append(FLAG_DISCARDED_PARTS)
 
-    xml_sha = _sha256(upload.xml)  # of what was sent: a resend of the same bytes matches
     stored_xml, plain = upload.xml, None
     if not encrypted and version_key:
         plain = Plaintext(upload.xml, parsed, version_key, kept, positions)
@@ -361,7 +366,8 @@ def prepare_submission(
         "form_version_id": version_id,
         "instance_id": parsed.instance_id,
         "deprecated_id": None if encrypted else getattr(parsed, "deprecated_id", None),
-        "instance_name": None if encrypted else getattr(parsed, "instance_name", None),
+        # a display name only (a designer's calculate can make it long): shortened to fit
+        "instance_name": None if encrypted else _clip(getattr(parsed, "instance_name", None)),
         "encrypted": encrypted,
         "status": status,
         "flags": sorted(set(flags)),
@@ -381,6 +387,39 @@ def prepare_submission(
     if not getattr(store, "transactional", False):
         prepared.written = put_many(store, items)
     return prepared
+
+
+#: Longest instanceID / deprecatedID the ``submissions`` columns hold (OpenRosa allows 249).
+MAX_ID_LENGTH = 255
+MAX_INSTANCE_NAME_LENGTH = 500
+
+
+def _clip(value: str | None, limit: int = MAX_INSTANCE_NAME_LENGTH) -> str | None:
+    return value[:limit] if value else value
+
+
+def _check_ids_storable(parsed: Any) -> None:
+    """Refuse (400, quarantined) an instanceID or deprecatedID too long to store: shortening
+    it would merge different submissions, and a failed insert is a 500 Collect retries."""
+    for value in (parsed.instance_id, getattr(parsed, "deprecated_id", None)):
+        if value and len(value) > MAX_ID_LENGTH:
+            raise RejectedUploadError(
+                f"The submission's instance ID is longer than {MAX_ID_LENGTH} characters, "
+                "which this server cannot store. The form must be fixed by its designer; keep "
+                "the data on the phone and contact your supervisor.",
+                quarantine=True,
+            )
+
+
+def _received_already(session: Session, form_id: int, instance_id: str, xml_sha: str) -> bool:
+    """Whether exactly this submission XML was stored already (a resend, or a later POST of a
+    split upload): the form's state no longer matters to something it has received."""
+    stored = session.scalar(
+        select(Submission.xml_sha256).where(
+            Submission.form_id == form_id, Submission.instance_id == instance_id
+        )
+    )
+    return stored == xml_sha
 
 
 def _encrypt_on_arrival(
@@ -659,7 +698,27 @@ def quarantine_upload(
     upload: Upload,
     reason: str,
 ) -> QuarantinedUpload:
-    """Keep the raw XML of a refused upload for admins (never parsed again from here)."""
+    """Keep the raw XML of a refused upload for admins (never parsed again from here).
+
+    Once: Collect's auto-send resends every failed instance on each run, so an unresolved
+    entry with the same XML in the project takes the retry (its file names joined in, the
+    reason the latest) instead of another copy.
+    """
+    earlier = session.scalars(
+        select(QuarantinedUpload)
+        .where(
+            QuarantinedUpload.project_id == project_id,
+            QuarantinedUpload.sha256 == _sha256(upload.xml),
+            QuarantinedUpload.resolved_at.is_(None),
+        )
+        .order_by(QuarantinedUpload.id)
+        .limit(1)
+    ).first()
+    if earlier is not None:
+        earlier.part_names = sorted(set(earlier.part_names or []) | set(upload.parts))[:200]
+        earlier.reason = reason[:2000]
+        session.flush()
+        return earlier
     key = new_key("quarantine")
     size, sha = store.put(key, upload.xml)
     row = QuarantinedUpload(
