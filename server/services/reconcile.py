@@ -1025,6 +1025,8 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
             # made on the tablet's own copy, merged into this case: not an update of its entity
             change = None
         _place(batch, a, case)
+        if previous is not None and previous.collection_point == "intake":
+            _rename_by_intake_edit(batch, case, a)
     if left is not None:
         _promote_waiting(batch, left, previous)
         if left is not case:
@@ -1035,6 +1037,26 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
             batch.session, case, _ordered(batch.active[case], batch.seq), batch.form_version,
             batch.book, change,
         )  # fmt: skip
+
+
+def _rename_by_intake_edit(batch: _Batch, case: Case, edit: Assessment) -> None:
+    """The edit of a case's intake corrects its case code (mistyped on the tablet): the case
+    takes it, unless another case has that code already."""
+    code = edit.case_code
+    if (
+        edit.state != AssessmentState.ACTIVE
+        or edit.collection_point != "intake"
+        or not code
+        or code == case.case_code
+        or not (case.entity_uuid and edit.entity_uuid == case.entity_uuid)
+        or batch.by_code.get(code) not in (None, case)
+    ):
+        return
+    if batch.by_code.get(case.case_code) is case:
+        del batch.by_code[case.case_code]
+    batch.audit.append(("case.rename", f"submission:{edit.submission_id}"))
+    case.case_code = code
+    batch.by_code[code] = case
 
 
 def _replace_by_edit(batch: _Batch, previous: Assessment, edit: Assessment) -> Case | None:

@@ -6,6 +6,8 @@ review queues). Expected states, counts and scores are worked out in each test.
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 
 from tests.cases.fieldwork import ratings_for
@@ -199,3 +201,38 @@ def test_edit_moving_the_counted_side_away__the_waiting_one_counts(field, reconc
     ]
     assert detail["latest_scores"]["SAF"] == 3.0 and detail["change_since_intake"]["SAF"] == 2.0
     assert admin_api("GET", "/review-queues").get_json()["conflicts"] == []
+
+
+def _served(field) -> dict[str, dict[str, str]]:
+    """The cases list as a device downloads it, by entity id."""
+    resp = field.collect.get(
+        f"{field.collect.base}/forms/{field.report['form_id']}/attachments/cases.csv"
+    )
+    assert resp.status_code == 200
+    return {r["name"]: r for r in csv.DictReader(io.StringIO(resp.get_data(as_text=True)))}
+
+
+def test_edit_of_an_intake_correcting_the_case_code__the_case_takes_the_new_code(
+    field, reconcile, admin_api
+):
+    """Should rename the case when the intake's edit corrects a mistyped case code: the
+    caseload finds it under the right code, and devices get the corrected code."""
+    r, ent = field.report, str(uuid.uuid4())
+    typo, *_ = field.send(case_code="KE-09O1", point="intake", date="2026-01-10",
+                          entity_id=ent, ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    assert _served(field)[ent]["label"] == "KE-09O1"
+
+    field.send(case_code="KE-0901", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "1"), deprecated_id=typo)  # fmt: skip
+    field.send(case_code="KE-0901", point="six_month", date="2026-07-10", entity_id=ent,
+               ratings=ratings_for(r, "2"), base_version=2)  # fmt: skip
+    reconcile()
+
+    assert _case_by_code(admin_api, "KE-09O1") is None
+    detail = _case_by_code(admin_api, "KE-0901")
+    assert _active(detail) == [("intake", "2026-01-10", 1.0), ("six_month", "2026-07-10", 2.0)]
+    assert detail["entity_uuid"] == ent and detail["change_since_intake"]["SAF"] == 1.0
+    row = _served(field)[ent]
+    assert row["label"] == "KE-0901" and row["case_code"] == "KE-0901"
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
