@@ -1399,6 +1399,7 @@ def _refresh(
         case.updated_at = dt.datetime.now(dt.UTC)
         _sync_entity(case, None, book, change, forced)
         return
+    _rebase(session, rows, form_version)
     first, latest = rows[0], rows[-1]
     intake = next((r for r in rows if r.collection_point == "intake"), first)
     case.intake_date = intake.assessment_date
@@ -1434,6 +1435,51 @@ def _refresh(
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
     _sync_entity(case, latest.collection_point, book, change, forced)
+
+
+_CURRENT_KEY = "kintsugi.current_version_of"
+
+
+def _current_of(session: Session, form_version_id: int) -> _VersionInfo | None:
+    """The newest published version with an instrument report of the form that
+    ``form_version_id`` belongs to (cached for the session: one unit of work)."""
+    cache: dict[int, _VersionInfo | None] = session.info.setdefault(_CURRENT_KEY, {})
+    if form_version_id not in cache:
+        form_id = select(FormVersion.form_id).where(FormVersion.id == form_version_id)
+        newest = session.scalars(
+            select(FormVersion.id)
+            .where(FormVersion.form_id == form_id.scalar_subquery())
+            .order_by(FormVersion.published_at.desc(), FormVersion.id.desc())
+        ).all()
+        infos = (version_info(session, v) for v in newest)
+        cache[form_version_id] = next((i for i in infos if i.report is not None), None)
+    return cache[form_version_id]
+
+
+def _rebase(session: Session, rows: list[Assessment], form_version: dict[int, int]) -> None:
+    """Put assessments still on an older instrument's subdomains (reconciled before the
+    current version was published) on the current one's, through its declared version map,
+    so the trend and the change since intake compare like with like."""
+    current = _current_of(session, form_version[rows[-1].submission_id])
+    if current is None or current.report is None or current.scorer is None:
+        return
+    version = (current.report.get("instrument") or {}).get("version")
+    known = {s for subs in current.scorer.domains.values() for s in subs}
+    for r in rows:
+        if r.instrument_version == version or not set(r.ratings or {}) - known:
+            continue  # on the current basis already
+        mapped = _canonical(r.ratings, current.report, r.instrument_version)
+        if mapped is None:
+            continue  # no declared map: kept as scored
+        r.ratings, r.scores = mapped, current.scorer.score(mapped)
+        gaps = [
+            f"survivor_gap:{d}"
+            for d, view in (r.survivor_view or {}).items()
+            if view is not None
+            and r.scores.get(d) is not None
+            and abs(int(view) - r.scores[d]) >= current.scorer.survivor_gap
+        ]
+        r.flags = [*(f for f in r.flags or [] if not f.startswith("survivor_gap:")), *gaps]
 
 
 def _sync_entity(
