@@ -1410,7 +1410,12 @@ def _refresh(
     case.office = latest.office or case.office
     scorer = version_info(session, form_version[latest.submission_id]).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
-    if len(rows) >= 2 and scorer.regressed(rows[-2].scores, latest.scores):
+    # each domain against the last time it was scored (one rated all "not applicable" or
+    # "not assessed" in between hides no drop)
+    before: dict[str, float | None] = {}
+    for r in rows[:-1]:
+        before.update((d, v) for d, v in (r.scores or {}).items() if v is not None)
+    if scorer.regressed(before, latest.scores):
         flags.append("regression")
     if any(r.collection_point == "closure" for r in rows):
         case.status = CaseStatus.CLOSED
