@@ -1120,7 +1120,10 @@ def _promote_waiting(batch: _Batch, case: Case, gone: Assessment) -> None:
     same_slot = [
         w
         for w in waiting.values()
-        if w.collection_point == gone.collection_point and w.assessment_date == gone.assessment_date
+        if w.state == AssessmentState.CONFLICT  # as now, not as last flushed
+        and w is not gone
+        and w.collection_point == gone.collection_point
+        and w.assessment_date == gone.assessment_date
     ]
     if len(same_slot) != 1:
         return
