@@ -611,6 +611,7 @@ class _Batch:
         self.merged: dict[str, str] = {}  # a tablet's entity id merged into a case -> its code
         self.orphans: list[Assessment] = []
         self.orphan_items: dict[Assessment, ReviewItem] = {}
+        self.conflict_items: dict[Assessment, ReviewItem] = {}  # this batch's conflicts
         self.book = EntityBook(session, project_id)
         self.form_version: dict[int, int] = {}  # submission id -> form version id
         self.seq: dict[Assessment, int] = {}  # arrival order of the batch's new assessments
@@ -975,8 +976,9 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
     if a.deprecated_id and change is not None and not change.update:
         change = None  # an edit of a create: the entity was made by the first version
     successor = batch.by_deprecated.get(a.instance_id)
-    if successor is not None and successor.state != AssessmentState.SUPERSEDED:
-        # its edit synced first (offline devices): this original is history at once
+    if successor is not None:
+        # its edit synced first (offline devices): this original is history at once, also
+        # when that edit has been edited in turn (a chain uploaded backwards)
         a.case = batch.case_of(successor)
         batch.supersede(a, successor)
         return
@@ -984,8 +986,10 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
     if previous is not None and previous.state == AssessmentState.ORPHAN:
         _supersede_orphan(batch, previous, a)  # the edit of an orphan replaces it as an orphan
         previous = None
-    case = batch.case_of(previous) if previous is not None else None
-    case = case or batch.find_case(a.entity_uuid, a.case_code)
+    # the case the edit names (it may correct the survivor picked on the tablet), else the
+    # case of the version it replaces
+    case = batch.find_case(a.entity_uuid, a.case_code)
+    case = case or (batch.case_of(previous) if previous is not None else None)
     taken = batch.by_code.get(a.case_code) if case is None and a.case_code else None
     if case is None and a.collection_point == "intake" and a.case_code and taken is None:
         case = Case(
@@ -999,6 +1003,9 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         batch.session.add(case)
         batch._index(case)
         _adopt_orphans(batch, case)
+    left: Case | None = None  # the case the replaced version leaves, to be recomputed
+    if previous is not None and previous.state != AssessmentState.SUPERSEDED:
+        left = _replace_by_edit(batch, previous, a)
     if case is None:
         a.state = AssessmentState.ORPHAN
         batch.result.orphans += 1
@@ -1008,22 +1015,122 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
             batch.orphan_items[a] = item
         if change is not None:
             batch.book.hold_orphan(change)
-        return
-    a.case = case
-    if change is not None and a.entity_uuid in batch.merged and case.entity_uuid != a.entity_uuid:
-        # made on the tablet's own copy, merged into this case: not an update of its entity
-        change = None
-    active = batch.active[case]
-    if previous is not None and previous.state != AssessmentState.SUPERSEDED:
-        if previous in active:
-            active.remove(previous)
-        batch.supersede(previous, a)
-        active.append(a)
     else:
+        a.case = case
+        if (
+            change is not None
+            and a.entity_uuid in batch.merged
+            and case.entity_uuid != a.entity_uuid
+        ):
+            # made on the tablet's own copy, merged into this case: not an update of its entity
+            change = None
         _place(batch, a, case)
-    _refresh(
-        batch.session, case, _ordered(active, batch.seq), batch.form_version, batch.book, change
-    )
+        if previous is not None and previous.collection_point == "intake":
+            _rename_by_intake_edit(batch, case, a)
+    if left is not None:
+        _promote_waiting(batch, left, previous)
+        if left is not case:
+            _refresh(batch.session, left, _ordered(batch.active[left], batch.seq),
+                     batch.form_version, batch.book)  # fmt: skip
+    if case is not None:
+        _refresh(
+            batch.session, case, _ordered(batch.active[case], batch.seq), batch.form_version,
+            batch.book, change,
+        )  # fmt: skip
+
+
+def _rename_by_intake_edit(batch: _Batch, case: Case, edit: Assessment) -> None:
+    """The edit of a case's intake corrects its case code (mistyped on the tablet): the case
+    takes it, unless another case has that code already."""
+    code = edit.case_code
+    if (
+        edit.state != AssessmentState.ACTIVE
+        or edit.collection_point != "intake"
+        or not code
+        or code == case.case_code
+        or not (case.entity_uuid and edit.entity_uuid == case.entity_uuid)
+        or batch.by_code.get(code) not in (None, case)
+    ):
+        return
+    if batch.by_code.get(case.case_code) is case:
+        del batch.by_code[case.case_code]
+    batch.audit.append(("case.rename", f"submission:{edit.submission_id}"))
+    case.case_code = code
+    batch.by_code[code] = case
+
+
+def _replace_by_edit(batch: _Batch, previous: Assessment, edit: Assessment) -> Case | None:
+    """``edit`` replaces ``previous`` (active, or waiting in a conflict): ``previous`` is
+    history and leaves its case's trend; a conflict item about it is settled (the edit is
+    placed afresh, so it competes again only if it still clashes). Returns the case it left."""
+    case = batch.case_of(previous)
+    if case is not None:
+        batch.active.setdefault(case, [])
+        if previous in batch.active[case]:
+            batch.active[case].remove(previous)
+    was_conflict = previous.state == AssessmentState.CONFLICT
+    batch.supersede(previous, edit)
+    if was_conflict:
+        _settle_conflict_item(batch, previous, "superseded_by_edit")
+    return case
+
+
+def _settle_conflict_item(batch: _Batch, a: Assessment, resolution: str) -> None:
+    """Resolve the open conflict item about ``a`` (made in this batch or before) as the worker."""
+    items = [batch.conflict_items.pop(a)] if a in batch.conflict_items else []
+    if not items and a.id is not None:
+        items = list(
+            batch.session.scalars(
+                select(ReviewItem).where(
+                    ReviewItem.kind == "conflict",
+                    ReviewItem.assessment_id == a.id,
+                    ReviewItem.resolved_at.is_(None),
+                )
+            )
+        )
+    for item in items:
+        if item.resolved_at is None:
+            item.resolved_at = dt.datetime.now(dt.UTC)
+            item.resolution, item.resolved_by = resolution, "worker"
+
+
+def _promote_waiting(batch: _Batch, case: Case, gone: Assessment) -> None:
+    """An edit moved ``gone`` away from its collection point and date: an assessment that
+    waited in a conflict with it has nothing left to compete with, and counts (its conflict
+    item settled). With several waiting, they still compete with one another: left for review.
+    """
+    if gone.collection_point is None or gone.assessment_date is None:
+        return
+    if _clash(gone, batch.active[case]) is not None:
+        return  # the slot still has an active assessment (the edit itself, say)
+    waiting = {
+        id(w): w
+        for w in batch.conflict_items
+        if w.state == AssessmentState.CONFLICT and batch.case_of(w) is case
+    }
+    if case.id is not None:
+        with batch.session.no_autoflush:
+            for w, form_version_id in batch.session.execute(
+                select(Assessment, Submission.form_version_id)
+                .join(Submission, Submission.id == Assessment.submission_id)
+                .where(Assessment.case_id == case.id, Assessment.state == AssessmentState.CONFLICT)
+            ):
+                waiting.setdefault(id(w), w)
+                batch.form_version.setdefault(w.submission_id, form_version_id)
+    same_slot = [
+        w
+        for w in waiting.values()
+        if w.state == AssessmentState.CONFLICT  # as now, not as last flushed
+        and w is not gone
+        and w.collection_point == gone.collection_point
+        and w.assessment_date == gone.assessment_date
+    ]
+    if len(same_slot) != 1:
+        return
+    [w] = same_slot
+    w.state = AssessmentState.ACTIVE
+    batch.active[case].append(w)
+    _settle_conflict_item(batch, w, "clash_gone")
 
 
 def _supersede_orphan(batch: _Batch, orphan: Assessment, edit: Assessment) -> None:
@@ -1095,10 +1202,12 @@ def _place(batch: _Batch, a: Assessment, case: Case) -> None:
     else:
         a.state = AssessmentState.CONFLICT
         batch.result.conflicts += 1
-        batch.review(
+        item = batch.review(
             "conflict", a.submission_id, assessment=a, case=case,
             summary=_conflict_summary(case, a),
         )  # fmt: skip
+        if item is not None:
+            batch.conflict_items[a] = item
 
 
 def settle_in_case(session: Session, a: Assessment, case: Case) -> str:
@@ -1293,6 +1402,7 @@ def _refresh(
         case.updated_at = dt.datetime.now(dt.UTC)
         _sync_entity(case, None, book, change, forced)
         return
+    _rebase(session, rows, form_version)
     first, latest = rows[0], rows[-1]
     intake = next((r for r in rows if r.collection_point == "intake"), first)
     case.intake_date = intake.assessment_date
@@ -1303,7 +1413,12 @@ def _refresh(
     case.office = latest.office or case.office
     scorer = version_info(session, form_version[latest.submission_id]).scorer
     case.closure_ready = scorer.closure_ready(latest.scores)
-    if len(rows) >= 2 and scorer.regressed(rows[-2].scores, latest.scores):
+    # each domain against the last time it was scored (one rated all "not applicable" or
+    # "not assessed" in between hides no drop)
+    before: dict[str, float | None] = {}
+    for r in rows[:-1]:
+        before.update((d, v) for d, v in (r.scores or {}).items() if v is not None)
+    if scorer.regressed(before, latest.scores):
         flags.append("regression")
     if any(r.collection_point == "closure" for r in rows):
         case.status = CaseStatus.CLOSED
@@ -1328,6 +1443,51 @@ def _refresh(
     case.flags = sorted(set(flags))
     case.updated_at = dt.datetime.now(dt.UTC)
     _sync_entity(case, latest.collection_point, book, change, forced)
+
+
+_CURRENT_KEY = "kintsugi.current_version_of"
+
+
+def _current_of(session: Session, form_version_id: int) -> _VersionInfo | None:
+    """The newest published version with an instrument report of the form that
+    ``form_version_id`` belongs to (cached for the session: one unit of work)."""
+    cache: dict[int, _VersionInfo | None] = session.info.setdefault(_CURRENT_KEY, {})
+    if form_version_id not in cache:
+        form_id = select(FormVersion.form_id).where(FormVersion.id == form_version_id)
+        newest = session.scalars(
+            select(FormVersion.id)
+            .where(FormVersion.form_id == form_id.scalar_subquery())
+            .order_by(FormVersion.published_at.desc(), FormVersion.id.desc())
+        ).all()
+        infos = (version_info(session, v) for v in newest)
+        cache[form_version_id] = next((i for i in infos if i.report is not None), None)
+    return cache[form_version_id]
+
+
+def _rebase(session: Session, rows: list[Assessment], form_version: dict[int, int]) -> None:
+    """Put assessments still on an older instrument's subdomains (reconciled before the
+    current version was published) on the current one's, through its declared version map,
+    so the trend and the change since intake compare like with like."""
+    current = _current_of(session, form_version[rows[-1].submission_id])
+    if current is None or current.report is None or current.scorer is None:
+        return
+    version = (current.report.get("instrument") or {}).get("version")
+    known = {s for subs in current.scorer.domains.values() for s in subs}
+    for r in rows:
+        if r.instrument_version == version or not set(r.ratings or {}) - known:
+            continue  # on the current basis already
+        mapped = _canonical(r.ratings, current.report, r.instrument_version)
+        if mapped is None:
+            continue  # no declared map: kept as scored
+        r.ratings, r.scores = mapped, current.scorer.score(mapped)
+        gaps = [
+            f"survivor_gap:{d}"
+            for d, view in (r.survivor_view or {}).items()
+            if view is not None
+            and r.scores.get(d) is not None
+            and abs(int(view) - r.scores[d]) >= current.scorer.survivor_gap
+        ]
+        r.flags = [*(f for f in r.flags or [] if not f.startswith("survivor_gap:")), *gaps]
 
 
 def _sync_entity(
