@@ -512,6 +512,27 @@ class _Decoded:
     assessment: Assessment | None = None
 
 
+_FIELD_NAMES = {
+    "deprecated_id": "deprecatedID", "case_code": "case code", "entity_uuid": "case entity id",
+    "collection_point": "collection point", "casework_type": "casework type",
+    "office": "office", "instrument_version": "instrument version",
+}  # fmt: skip
+
+
+def _check_fits(values: dict[str, str | None]) -> None:
+    """Quarantine, on every database alike, a value longer than its column: PostgreSQL would
+    refuse the whole batch, and the same submission would stop the queue at every retry.
+    The reason names the field and lengths, never the (decrypted) value."""
+    for column, value in values.items():
+        limit = Assessment.__table__.c[column].type.length
+        if value and len(value) > limit:
+            raise UnusableSubmissionError(
+                f"its {_FIELD_NAMES[column]} is {len(value)} characters long, more than the "
+                f"{limit} this server keeps; the form (or its case-code pattern) must be fixed "
+                "by its designer, then the submission re-queued"
+            )
+
+
 def _decode(
     info: _VersionInfo,
     sub: Submission,
@@ -532,6 +553,7 @@ def _decode(
             raise UnusableSubmissionError("the decrypted data is not a form instance")
         if instance.instance_id != sub.instance_id:
             raise UnusableSubmissionError("the decrypted instanceID differs from the manifest's")
+        _check_fits({"deprecated_id": instance.deprecated_id})
     except UnusableSubmissionError as q:
         return _Decoded(sub, quarantine=q.reason, audit_quarantine=True)
     except ProtocolError as err:
@@ -543,6 +565,14 @@ def _decode(
     data = read_assessment(instance.root, report)
     if data.consent != "yes":
         return decoded  # consent refused (or not recorded): only that is kept
+    try:
+        _check_fits(
+            {"case_code": data.case_code, "entity_uuid": data.case_entity_id,
+             "collection_point": data.collection_point, "casework_type": data.casework_type,
+             "office": data.office, "instrument_version": data.instrument_version}
+        )  # fmt: skip
+    except UnusableSubmissionError as q:
+        return _Decoded(sub, quarantine=q.reason, audit_quarantine=True)
     # the device scored with its own form version: compare like with like
     own = scorer.score(data.ratings)
     ratings, scores = data.ratings, own
