@@ -213,11 +213,13 @@ def shared_dir() -> Path:
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Leave out combinations that do not exist rather than skip them: "blob files" on
     SQLite (test_encrypt_on_arrival, test_encrypt_stored_cli), whose blobs are files by
-    default."""
+    default, and the SQLite run of a ``postgres_only`` check."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        absent = params.get("backend") == "sqlite" and params.get("app") == "blob files"
+        absent = params.get("backend") == "sqlite" and (
+            params.get("app") == "blob files" or item.get_closest_marker("postgres_only")
+        )
         (drop if absent else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import func, inspect, literal, or_, select, union_all
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from form_compiler.instance import read_assessment
@@ -210,9 +210,10 @@ def reconcile_pending(
                 with session.begin_nested():
                     reconcile_batch(session, store, project_id, claimed, result=result,
                                     actor=actor, threads=threads)  # fmt: skip
-            except SQLAlchemyError:
-                raise  # the database itself failed: the batch rolls back, rows stay pending
             except Exception as err:  # redo one by one: only the culprit is quarantined
+                if isinstance(err, SQLAlchemyError) and not isinstance(err, DataError):
+                    raise  # the database itself failed: the batch rolls back, rows stay pending
+                # (a DataError is a value the database refuses: that submission's fault)
                 log.warning(
                     "batch of %d failed (%s); redoing one by one", len(claimed), type(err).__name__
                 )
@@ -359,20 +360,22 @@ def _one_by_one(
         try:
             with session.begin_nested():
                 reconcile_batch(session, store, project_id, [sub], result=attempt, actor=actor)
-        except SQLAlchemyError:
-            raise
         except Exception as err:  # one bad submission must not stall the queue
+            if isinstance(err, SQLAlchemyError) and not isinstance(err, DataError):
+                raise  # the database failed, not this submission: all of them stay pending
             # only the type: an exception's text may quote a decrypted answer
-            log.error("reconciling submission %s failed: %s", sub.id, type(err).__name__)
+            kind = type(err.orig if isinstance(err, DataError) else err).__name__
+            log.error("reconciling submission %s failed: %s", sub.id, kind)
+            why = (
+                f"a value in it does not fit the database ({kind})"
+                if isinstance(err, DataError)
+                else f"reconciliation failed unexpectedly ({kind})"
+            )
             attempt = ReconcileResult(processed=1)
             with session.begin_nested():
                 batch = _Batch(session, project_id, attempt, actor)
                 batch.load([sub], [])
-                _quarantine(
-                    batch, sub,
-                    f"reconciliation failed unexpectedly ({type(err).__name__}); "
-                    "see the server log, then re-queue it",
-                )  # fmt: skip
+                _quarantine(batch, sub, f"{why}; see the server log, then re-queue it")
                 batch.flush()
         result.add(attempt)
         if attempt.skipped_locked:

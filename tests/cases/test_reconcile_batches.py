@@ -199,12 +199,12 @@ def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, a
     assert sorted(states) == ["active", "active"]
 
 
+@pytest.mark.postgres_only
 def test_two_workers_on_one_case__second_waits_and_sees_the_first(field, app, db_session, backend):
     """Should make a worker whose batch touches a case another worker's batch is changing wait
     for it, then build on it: no case state computed from a stale view, no clash of entity
     versions (PostgreSQL: row locks; SQLite runs one worker at a time)."""
-    if backend != "postgres":
-        pytest.skip("several workers run at once on PostgreSQL only; SQLite has one writer")
+    assert backend == "postgres"  # SQLite has one writer: one worker at a time
     import threading
     import time
 

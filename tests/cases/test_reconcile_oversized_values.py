@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import select
 
 from server.models import Submission
@@ -50,3 +51,30 @@ def test_reconcile__deprecated_id_longer_than_stored__quarantined(field, reconci
     sub = db_session.scalar(select(Submission).where(Submission.instance_id == edit))
     assert sub.status == "quarantined"
     assert "deprecatedID is 305 characters long" in sub.quarantine_reason
+
+
+@pytest.mark.postgres_only
+def test_reconcile__value_the_database_refuses__quarantined_not_a_stalled_queue(
+    field, reconcile, db_session, monkeypatch
+):
+    """Should quarantine a submission whose values PostgreSQL refuses for a reason no check
+    foresaw (here: the length check switched off), and go on with the rest. Before, a
+    DataError was taken for a database failure: the batch rolled back, the worker stopped,
+    and the next run claimed the same submission first."""
+    from server.services import reconcile as service
+
+    monkeypatch.setattr(service, "_check_fits", lambda values: None)
+    r = field.report
+    too_long, *_ = field.send(case_code="KE-" + "1" * 70, point="intake", date="2026-03-01",
+                              ratings=ratings_for(r, "2"), entity_id=str(uuid.uuid4()))  # fmt: skip
+    ok, *_ = field.send(case_code="KE-0303", point="intake", date="2026-03-02",
+                        ratings=ratings_for(r, "3"), entity_id=str(uuid.uuid4()))  # fmt: skip
+    assert "1 quarantined" in reconcile()
+    db_session.expire_all()
+    bad = db_session.scalar(select(Submission).where(Submission.instance_id == too_long))
+    assert bad.status == "quarantined"
+    assert bad.quarantine_reason.startswith("a value in it does not fit the database (")
+    assert "1" * 70 not in bad.quarantine_reason
+    assert db_session.scalars(select(Case.case_code)).all() == ["KE-0303"]
+    good = db_session.scalar(select(Submission).where(Submission.instance_id == ok))
+    assert good.status == "decrypted"

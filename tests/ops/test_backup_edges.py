@@ -73,7 +73,7 @@ def test_restore__truncated_archive__clear_refusal(runner, app, tmp_path, target
     assert "backup" in result.output.lower(), result.output
 
 
-@pytest.mark.postgres
+@pytest.mark.postgres_only
 def test_restore__postgres_blob_archive_into_local_backend__refused(
     app,
     runner,
@@ -86,8 +86,7 @@ def test_restore__postgres_blob_archive_into_local_backend__refused(
 ):
     """Should refuse an archive whose blobs live in the blobs table when the target uses
     KINTSUGI_BLOB_BACKEND=local: it would restore, and every submission would be unreadable."""
-    if backend != "postgres" or app.config["BLOB_BACKEND"] != "postgres":
-        pytest.skip("needs a PostgreSQL instance with the postgres blob backend")
+    assert backend == "postgres" and app.config["BLOB_BACKEND"] == "postgres"
     _two_submissions(app, field, vectors)
     archive = tmp_path / "k.tar.gz"
     assert runner.invoke("backup", "--out", str(archive)).exit_code == 0

@@ -61,13 +61,12 @@ def test_migrations__downgrade_to_base_and_up_again__sqlite(tmp_path):
     assert db.current_revision(url) == _head()
 
 
-@pytest.mark.postgres
+@pytest.mark.postgres_only
 def test_migrations__postgres_blobs__stored_external(app, backend):
     """Should keep blob bytes uncompressed out of line on PostgreSQL (no wasted compression)."""
     from sqlalchemy import text
 
-    if backend != "postgres":
-        pytest.skip("storage modes exist only on PostgreSQL")
+    assert backend == "postgres"  # storage modes exist only there
     engine = app.extensions["kintsugi.db"].engine
     with engine.connect() as conn:
         storage = conn.execute(
