@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, LargeBinary, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, LargeBinary, MetaData, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -233,5 +233,63 @@ def current_revision(url: str) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+#: Tables the application role may read and add to, never change or empty (the audit trail),
+#: and may only read (the schema revision: migrations are the owner's).
+APPEND_ONLY_TABLES = ("audit_log",)
+READ_ONLY_TABLES = ("alembic_version",)
+
+
+def grant_app_role(url: str, role: str) -> list[str]:
+    """Give the PostgreSQL ``role`` what the web tier and the worker need, and no more.
+
+    Run as the owner of the tables (the role migrations use), after each upgrade: rows may be
+    read, added, changed and removed, except that the audit log only takes new rows and the
+    schema revision is read-only. No DDL, no TRUNCATE, no table ownership, so a compromised
+    web process can neither rewrite the audit trail nor change the schema. Tables later
+    migrations create get the same rights by default. Returns the statements run.
+
+    :raises ConfigError: not PostgreSQL, or ``role`` does not exist
+    """
+    from server.errors import ConfigError
+
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise ConfigError(
+                "Database roles exist on PostgreSQL only: SQLite has no users to grant to."
+            )
+        quote = engine.dialect.identifier_preparer.quote
+        with engine.begin() as conn:
+            if conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}) is None:
+                raise ConfigError(
+                    f"There is no PostgreSQL role {role!r}: create it first, e.g. "
+                    f"CREATE ROLE {quote(role)} LOGIN PASSWORD '...'; then run this again."
+                )
+            if conn.scalar(text("SELECT current_user")) == role:
+                raise ConfigError(
+                    f"{role!r} is the role this command runs as, the owner of the tables: an "
+                    "owner keeps every right. Grant to a separate role that the web tier and "
+                    "the worker log in as."
+                )
+            who, db_name = quote(role), quote(conn.scalar(text("SELECT current_database()")))
+            dml = "SELECT, INSERT, UPDATE, DELETE"
+            statements = [
+                f"GRANT CONNECT ON DATABASE {db_name} TO {who}",
+                f"GRANT USAGE ON SCHEMA public TO {who}",
+                f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {who}",
+                f"GRANT {dml} ON ALL TABLES IN SCHEMA public TO {who}",
+                *(f"REVOKE UPDATE, DELETE ON {quote(t)} FROM {who}" for t in APPEND_ONLY_TABLES),
+                *(f"REVOKE INSERT, UPDATE, DELETE ON {quote(t)} FROM {who}" for t in READ_ONLY_TABLES),
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {dml} ON TABLES TO {who}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {who}",
+            ]  # fmt: skip
+            for statement in statements:
+                conn.execute(text(statement))
+        return statements
     finally:
         engine.dispose()

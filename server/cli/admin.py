@@ -90,6 +90,27 @@ def db_current_command() -> None:
     click.echo(db.current_revision(load_config()["DATABASE_URL"]) or "(not migrated)")
 
 
+@db_group.command("grant-app-role")
+@click.argument("role")
+def db_grant_app_role_command(role: str) -> None:
+    """Give PostgreSQL ROLE the rights the web tier and the worker need, and no more.
+
+    Run it with KINTSUGI_DATABASE_URL naming the owner of the tables (the role that migrates),
+    after each `kintsugi db upgrade`; then run the web tier and the worker as ROLE. ROLE may
+    read, add, change and remove rows, but only add to the audit log, and has no DDL.
+    """
+    from server import db
+    from server.config import load_config
+    from server.errors import ServerError
+
+    try:
+        statements = db.grant_app_role(load_config()["DATABASE_URL"], role)
+    except ServerError as err:
+        raise click.ClickException(err.message) from err
+    click.echo(f"{len(statements)} grants for {role}: rows in every table, the audit log only "
+               "appended to, no schema changes.")  # fmt: skip
+
+
 # ---------------------------------------------------------------- serve
 
 

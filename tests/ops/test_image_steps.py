@@ -80,6 +80,69 @@ def test_compose__services__postgres_web_worker_with_volumes():
     assert "kintsugi_passphrase:\n    file:" in text and "PASSPHRASE:" not in text
 
 
+def test_compose__least_privilege__web_and_worker_log_in_as_the_app_role():
+    """Should run web and worker as kintsugi_app, and migrate (as the owner) before them."""
+    import yaml
+
+    doc = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = doc["services"]
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert env["KINTSUGI_DATABASE_URL"].startswith("postgresql://kintsugi_app:"), name
+        assert env["KINTSUGI_MIGRATE_ON_START"] == "false"  # no DDL rights to migrate with
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }
+    migrate = services["migrate"]
+    assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"
+    assert migrate["environment"]["KINTSUGI_DATABASE_URL"].startswith("postgresql://kintsugi:")
+    assert migrate["environment"]["KINTSUGI_APP_ROLE"] == "kintsugi_app"
+    # the role is made when the database volume is first created
+    assert "./docker/initdb:/docker-entrypoint-initdb.d:ro" in services["db"]["volumes"]
+    script = (REPO / "docker" / "initdb" / "10-app-role.sh").read_text()
+    assert "CREATE ROLE kintsugi_app LOGIN PASSWORD :'pw'" in script
+
+
+@pytest.mark.postgres_only
+def test_entrypoint__migrate_with_app_role__upgrades_then_grants(app, backend, tmp_path):
+    """Should migrate as the owner, then give KINTSUGI_APP_ROLE its rights (compose's migrate)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    role = "kintsugi_app_entry"
+    url = app.config["DATABASE_URL"]
+    owner = create_engine(url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "KINTSUGI_SECRET_KEY": "image-test-" + "k" * 32,
+            "KINTSUGI_VAR_DIR": str(tmp_path / "var"),
+            "KINTSUGI_DATABASE_URL": url,
+            "KINTSUGI_APP_ROLE": role,
+        }
+        done = subprocess.run(["/bin/sh", str(ENTRYPOINT), "migrate"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"grants for {role}" in done.stdout
+        as_role = create_engine(make_url(url).set(username=role))
+        try:
+            with as_role.connect() as conn:
+                assert conn.scalar(text("SELECT count(*) FROM cases")) == 0
+                assert conn.scalar(text(
+                    "SELECT has_table_privilege(current_user, 'audit_log', 'UPDATE')"
+                )) is False  # fmt: skip
+        finally:
+            as_role.dispose()
+    finally:
+        with owner.connect() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        owner.dispose()
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
