@@ -316,6 +316,14 @@ def app_users_create_command(
             # the same payload the admin pages and API show (one definition, server.qr)
             save_qr_png(settings_payload(url, project.name), qr)
         click.echo(url)
+        if not app.config.get("BASE_URL"):
+            click.echo(
+                f"warning: KINTSUGI_BASE_URL is not set, so this URL names {_base_url(app)}, "
+                "which a phone cannot reach. Set KINTSUGI_BASE_URL to the address phones use "
+                "(e.g. https://kintsugi.example.org), then revoke this app user and create it "
+                "again.",
+                err=True,
+            )
 
 
 @app_users_group.command("revoke")
