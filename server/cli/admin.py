@@ -208,7 +208,7 @@ def forms_publish_command(
             else:
                 xml = Path(file).read_bytes()
                 report = (
-                    load_report(Path(report_file).read_bytes(), report_file)
+                    load_report(xml, Path(report_file).read_bytes(), report_file)
                     if report_file
                     else None
                 )

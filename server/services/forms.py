@@ -138,8 +138,11 @@ def _report_datasets(report: dict[str, Any] | None) -> set[str]:
     return out
 
 
-def load_report(data: bytes, name: str) -> dict[str, Any]:
-    """The compiler's report (``<form_id>.report.json``) that goes with a compiled XForm."""
+def load_report(xml: bytes, data: bytes, name: str) -> dict[str, Any]:
+    """The compiler's report (``<form_id>.report.json``, file ``name``) of the XForm ``xml``.
+
+    :raises PublishError: not a report, or the report of another form or version
+    """
     try:
         report = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
@@ -152,13 +155,14 @@ def load_report(data: bytes, name: str) -> dict[str, Any]:
             f"{name} is not a report of kintsugi compile: it names no form_id. Give the "
             "<form_id>.report.json that kintsugi compile wrote beside the form."
         )
+    _check_report(parse_xform_meta(xml), report)
     return report
 
 
 def _check_report(meta: XFormMeta, report: dict[str, Any]) -> None:
     """A report scores and lists the cases of exactly the form it was compiled with."""
     theirs = (report.get("form_id"), report.get("version"))
-    if "form_id" in report and theirs != (meta.form_id, meta.version):
+    if theirs != (meta.form_id, meta.version):
         raise PublishError(
             f"The report is for form {theirs[0]!r} version {theirs[1]!r}, not for form "
             f"{meta.form_id!r} version {meta.version!r}. Publish the form with the "
@@ -208,8 +212,6 @@ def publish_form(
                 "send. Compile it for this project's key and publish it in one step: "
                 f"kintsugi forms publish --project {project.id} --context {context}"
             )
-    if report is not None:
-        _check_report(meta, report)
     form = session.scalar(
         select(Form).where(Form.project_id == project.id, Form.xml_form_id == meta.form_id)
     )

@@ -412,7 +412,7 @@ def publish_upload_or_context(
     if xml is not None:
         loaded = None
         if report is not None and report.filename:
-            loaded = load_report(report.read(), report.filename)
+            loaded = load_report(xml, report.read(), report.filename)
         version, created = publish_form(db, store, project, xml, report=loaded, actor=actor(user))
     else:
         from form_compiler.errors import CompilerError
