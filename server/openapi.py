@@ -197,7 +197,10 @@ def build_document(server_url: str = "/api/v1") -> dict[str, Any]:
                         "multipart/form-data": {
                             "schema": {
                                 "type": "object",
-                                "properties": {"xform": {"type": "string", "format": "binary"}},
+                                "properties": {
+                                    "xform": {"type": "string", "format": "binary"},
+                                    "report": {"type": "string", "format": "binary"},
+                                },
                                 "required": ["xform"],
                             }
                         },

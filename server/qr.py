@@ -56,8 +56,17 @@ def qr_png_bytes(payload: str, *, scale: int = 6) -> bytes:
 
 
 def save_qr_png(payload: str, path: str | Path, *, scale: int = 6) -> None:
-    """Write the QR code as a PNG file (``kintsugi app-users create --qr``)."""
-    Path(path).write_bytes(qr_png_bytes(payload, scale=scale))
+    """Write the QR code as a PNG file (``kintsugi app-users create --qr``).
+
+    The picture carries the app user's token, so it is readable by its owner only (0600),
+    whatever the umask or an earlier file of that name allowed.
+    """
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(qr_png_bytes(payload, scale=scale))
 
 
 def qr_svg_inline(payload: str, *, scale: int = 4) -> str:

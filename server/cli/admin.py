@@ -190,19 +190,35 @@ def forms_group() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="A media file the form references (repeatable; with FILE.xml).",
 )
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The compiler's report of FILE.xml (default: FILE.report.json beside it, as "
+    "kintsugi compile writes it); the server scores submissions into cases with it.",
+)
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 def forms_publish_command(
-    project_id: int, context: str | None, attachments: tuple[str, ...], file: str | None
+    project_id: int,
+    context: str | None,
+    attachments: tuple[str, ...],
+    report_file: str | None,
+    file: str | None,
 ) -> None:
     """Publish FILE.xml (or a compiled --context) to a project; prints form_id and version."""
     from server.blobs import make_blob_store
     from server.errors import PublishError, ServerError
-    from server.services.forms import publish_form
+    from server.services.forms import load_report, parse_xform_meta, publish_form
     from server.services.projects import get_project
     from server.services.publishing import publish_context
 
     if bool(context) == bool(file):
         raise click.UsageError("give either FILE.xml or --context NAME")
+    if report_file and not file:
+        raise click.UsageError("--report goes with FILE.xml (--context makes its own report)")
+    beside = Path(file).with_suffix(".report.json") if file else None
+    if file and not report_file and beside is not None and beside.is_file():
+        report_file = str(beside)
     app = _app()
     with _session(app) as session:
         try:
@@ -211,10 +227,25 @@ def forms_publish_command(
             if context:
                 version, created = publish_context(session, store, project, app.config, context)
             else:
+                xml = Path(file).read_bytes()
+                report = (
+                    load_report(xml, Path(report_file).read_bytes(), report_file)
+                    if report_file
+                    else None
+                )
                 media = {Path(a).name: Path(a).read_bytes() for a in attachments}
                 version, created = publish_form(
-                    session, store, project, Path(file).read_bytes(), attachments=media
+                    session, store, project, xml, report=report, attachments=media
                 )
+                if report is None and parse_xform_meta(xml).datasets_written:
+                    click.echo(
+                        f"warning: published without its compiler report ({beside} not "
+                        "found): its submissions will be stored but will not be scored into "
+                        "cases, and the cases list on phones has no columns. Publish it with "
+                        "the .report.json kintsugi compile wrote beside it (--report), or use "
+                        "--context NAME.",
+                        err=True,
+                    )
         except ServerError as err:
             if file and isinstance(err, PublishError):  # name the file at fault
                 raise click.ClickException(f"{file}: {err}") from err
@@ -306,6 +337,14 @@ def app_users_create_command(
             # the same payload the admin pages and API show (one definition, server.qr)
             save_qr_png(settings_payload(url, project.name), qr)
         click.echo(url)
+        if not app.config.get("BASE_URL"):
+            click.echo(
+                f"warning: KINTSUGI_BASE_URL is not set, so this URL names {_base_url(app)}, "
+                "which a phone cannot reach. Set KINTSUGI_BASE_URL to the address phones use "
+                "(e.g. https://kintsugi.example.org), then revoke this app user and create it "
+                "again.",
+                err=True,
+            )
 
 
 @app_users_group.command("revoke")

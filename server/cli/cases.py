@@ -84,7 +84,9 @@ def lock_command(project_id: int) -> None:
 @click.command("reconcile")
 @click.option("--project", "project_id", required=True, type=int)
 @click.option(
-    "--passphrase-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The passphrase of the project's key (an encrypted project needs it; a plain one not).",
 )
 @click.option("--once", is_flag=True, help="Process what is pending, then exit.")
 @click.option(
@@ -110,7 +112,7 @@ def lock_command(project_id: int) -> None:
 )
 def reconcile_command(
     project_id: int,
-    passphrase_file: Path,
+    passphrase_file: Path | None,
     once: bool,
     interval: float,
     batch: int,
@@ -127,11 +129,25 @@ def reconcile_command(
     from server.errors import KeyLockedError, ServerError
     from server.services import custody
     from server.services.cases import pending_backlog
+    from server.services.projects import get_project
     from server.services.reconcile import ReconcileResult, reconcile_pending
 
     app = _app()
     database = app.extensions["kintsugi.db"]
-    passphrase = read_passphrase(passphrase_file)
+    try:
+        with database.sessionmaker() as session:
+            encrypted = get_project(session, project_id).encrypted
+    except ServerError as err:
+        database.engine.dispose()
+        raise click.ClickException(str(err)) from err
+    if encrypted and passphrase_file is None:
+        database.engine.dispose()
+        raise click.UsageError(
+            f"Project {project_id} is encrypted: give --passphrase-file, a file holding the "
+            "passphrase of its key."
+        )
+    # a plain project has no key: its submissions arrive readable and need no passphrase
+    passphrase = read_passphrase(passphrase_file) if passphrase_file and encrypted else b""
     if idle_lock is None:
         idle_lock = int(app.config["KEY_IDLE_SECONDS"])
     shown_lock: list[Any] = [None]  # the admin lock last reported
@@ -168,7 +184,8 @@ def reconcile_command(
     def one_pass(first: bool) -> ReconcileResult:
         total = ReconcileResult()
         while True:  # one batch at a time, each after a check for an admin lock
-            prepare(first)
+            if encrypted:
+                prepare(first)
             first = False
             result = reconcile_pending(
                 database.sessionmaker,

@@ -81,7 +81,9 @@ def _fail(err: CompilerError) -> None:
     help="RSA public key PEM: encrypt submissions.",
 )
 @click.option(
-    "--submission-url", help="Where Collect sends submissions (the form's submission action)."
+    "--submission-url",
+    help="Where Collect sends submissions (the form's submission action). Leave it out for a "
+    "Kintsugi server: app users (QR codes) cannot send to a fixed URL.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(

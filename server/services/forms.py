@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,38 @@ def _report_datasets(report: dict[str, Any] | None) -> set[str]:
     return out
 
 
+def load_report(xml: bytes, data: bytes, name: str) -> dict[str, Any]:
+    """The compiler's report (``<form_id>.report.json``, file ``name``) of the XForm ``xml``.
+
+    :raises PublishError: not a report, or the report of another form or version
+    """
+    try:
+        report = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise PublishError(
+            f"{name} is not a report of kintsugi compile: it is not JSON. Give the "
+            "<form_id>.report.json that kintsugi compile wrote beside the form."
+        ) from err
+    if not isinstance(report, dict) or not isinstance(report.get("form_id"), str):
+        raise PublishError(
+            f"{name} is not a report of kintsugi compile: it names no form_id. Give the "
+            "<form_id>.report.json that kintsugi compile wrote beside the form."
+        )
+    _check_report(parse_xform_meta(xml), report)
+    return report
+
+
+def _check_report(meta: XFormMeta, report: dict[str, Any]) -> None:
+    """A report scores and lists the cases of exactly the form it was compiled with."""
+    theirs = (report.get("form_id"), report.get("version"))
+    if theirs != (meta.form_id, meta.version):
+        raise PublishError(
+            f"The report is for form {theirs[0]!r} version {theirs[1]!r}, not for form "
+            f"{meta.form_id!r} version {meta.version!r}. Publish the form with the "
+            f"{meta.form_id}.report.json that kintsugi compile wrote beside it."
+        )
+
+
 def publish_form(
     session: Session,
     store: BlobStore,
@@ -171,9 +204,13 @@ def publish_form(
                 "--context ...)."
             )
         if active is not None and meta.public_key_b64 != active.public_key_b64:
+            context = (report or {}).get("context") or "NAME"
             raise PublishError(
-                f"Form {meta.form_id!r} is encrypted to another key than project "
-                f"{project.name!r}'s current key."
+                f"Form {meta.form_id!r} is encrypted to another key "
+                f"({fingerprint_of_b64(meta.public_key_b64)}) than project {project.name!r}'s "
+                f"current key ({active.fingerprint}), so the server could not read what phones "
+                "send. Compile it for this project's key and publish it in one step: "
+                f"kintsugi forms publish --project {project.id} --context {context}"
             )
     form = session.scalar(
         select(Form).where(Form.project_id == project.id, Form.xml_form_id == meta.form_id)

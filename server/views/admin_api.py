@@ -394,16 +394,26 @@ def forms_list(db: Session, user: WebUser, project_id: int) -> Response:
 
 
 def publish_upload_or_context(
-    db: Session, user: WebUser, project: Project, *, xml: bytes | None, context: str | None
+    db: Session,
+    user: WebUser,
+    project: Project,
+    *,
+    xml: bytes | None,
+    context: str | None,
+    report: Any = None,
 ) -> tuple[Form, bool]:
-    """Publish an uploaded XForm or compile and publish an instrument context."""
+    """Publish an uploaded XForm (with the compiler's report when ``report`` holds an upload)
+    or compile and publish an instrument context."""
     from server.blobs import make_blob_store
-    from server.services.forms import publish_form
+    from server.services.forms import load_report, publish_form
     from server.services.publishing import publish_context
 
     store = make_blob_store(current_app.config, db)
     if xml is not None:
-        version, created = publish_form(db, store, project, xml, actor=actor(user))
+        loaded = None
+        if report is not None and report.filename:
+            loaded = load_report(xml, report.read(), report.filename)
+        version, created = publish_form(db, store, project, xml, report=loaded, actor=actor(user))
     else:
         from form_compiler.errors import CompilerError
         from server.errors import PublishError
@@ -421,7 +431,8 @@ def publish_upload_or_context(
 
 @api(
     "POST", "/projects/<int:project_id>/forms",
-    "Publish a form: an XForm upload (multipart field 'xform') or an instrument context (JSON)",
+    "Publish a form: an XForm upload (multipart field 'xform', with 'report' the compiler's "
+    "<form_id>.report.json for a compiled form) or an instrument context (JSON)",
     MANAGER, body=FormPublishContextSchema, body_kind="multipart",
     response=FormPublishResultSchema, status=201,
 )  # fmt: skip
@@ -430,7 +441,7 @@ def forms_publish(db: Session, user: WebUser, project_id: int) -> Response:
     upload = request.files.get("xform")
     if upload is not None:
         form, created = publish_upload_or_context(
-            db, user, project, xml=upload.read(), context=None
+            db, user, project, xml=upload.read(), context=None, report=request.files.get("report")
         )
     elif request.mimetype == "multipart/form-data":
         raise ValidationError({"xform": ["Attach the XForm file as the 'xform' field."]})

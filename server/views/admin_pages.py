@@ -271,7 +271,9 @@ def form_publish(db: Session, user: WebUser, project_id: int) -> Any:
     upload = request.files.get("xform")
     context = request.form.get("context", "").strip()
     if upload is not None and upload.filename:
-        core.publish_upload_or_context(db, user, p, xml=upload.read(), context=None)
+        core.publish_upload_or_context(
+            db, user, p, xml=upload.read(), context=None, report=request.files.get("report")
+        )
     elif context:
         core.publish_upload_or_context(db, user, p, xml=None, context=context)
     else:

@@ -348,3 +348,26 @@ def test_users_grant__bad_target__clear_error_nothing_changed(runner, db_session
     assert result.exit_code != 0 and message in result.output
     assert db_session.scalars(select(ProjectMembership)).all() == []
     assert db_session.scalar(select(WebUser.id).where(WebUser.username == "boss")) is None
+
+
+def test_app_users_create__no_base_url__warns_phones_cannot_reach_it(runner, tmp_path):
+    """Should tell the admin the printed URL is this machine's and how to give the real one."""
+    from tests.conftest import CliRunner
+
+    local = CliRunner({k: v for k, v in runner.env.items() if k != "KINTSUGI_BASE_URL"})
+    pid = _ok(local.invoke("projects", "create", "P")).strip()
+
+    out = _ok(local.invoke("app-users", "create", "--project", pid, "Tablet 1"))
+
+    assert "KINTSUGI_BASE_URL" in out and "phone" in out
+    assert _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet 2")).count("\n") == 1
+
+
+def test_app_users_create__qr_png__readable_by_its_owner_only(runner, tmp_path):
+    """Should write the QR (it carries the device's token) with mode 0600, as other secrets."""
+    pid = _ok(runner.invoke("projects", "create", "P")).strip()
+    qr = tmp_path / "qr.png"
+
+    _ok(runner.invoke("app-users", "create", "--project", pid, "Tablet", "--qr", str(qr)))
+
+    assert stat.S_IMODE(qr.stat().st_mode) == 0o600
