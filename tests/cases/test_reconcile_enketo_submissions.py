@@ -45,33 +45,26 @@ def _post(field, manifest, files):
     return resp
 
 
-def _reconcile(field, runner) -> str:
-    result = runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
-                           str(field.passphrase_file), "--once")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def _sub(db_session, instance_id) -> Submission:
     db_session.expire_all()
     return db_session.scalar(select(Submission).where(Submission.instance_id == instance_id))
 
 
 def test_reconcile__enketo_before_aug_2025_unicode_note__reconciled_not_quarantined(
-    field, runner, db_session
+    field, reconcile, db_session
 ):
     """Should reconcile an intake Enketo encrypted before its August 2025 fix (MD5s over the
     JavaScript string), instead of quarantining it as 'signature invalid'."""
     instance_id, manifest, files = _enketo_record(field, db_session, "KE-0700", legacy=True)
     _post(field, manifest, files)
-    output = _reconcile(field, runner)
+    output = reconcile()
     sub = _sub(db_session, instance_id)
     assert sub.status != "quarantined", sub.quarantine_reason
     assert "quarantined" not in output or "0 quarantined" in output
     assert db_session.scalar(select(Assessment).where(Assessment.case_code == "KE-0700"))
 
 
-def test_reconcile__enketo_batches_with_media__reconciled(field, runner, db_session):
+def test_reconcile__enketo_batches_with_media__reconciled(field, reconcile, db_session):
     """Should put together a large Enketo record sent as two POSTs that each repeat the
     manifest (no *isIncomplete*), with a user-named file, and reconcile it."""
     scan = b"%PDF-1.4 fictional scan " * 500
@@ -83,7 +76,7 @@ def test_reconcile__enketo_batches_with_media__reconciled(field, runner, db_sess
     assert _sub(db_session, instance_id).complete is False
     _post(field, manifest, {"submission.xml.enc": files["submission.xml.enc"]})
     assert _sub(db_session, instance_id).complete is True
-    _reconcile(field, runner)
+    reconcile()
     sub = _sub(db_session, instance_id)
     assert sub.status != "quarantined", sub.quarantine_reason
     assert db_session.scalar(select(Assessment).where(Assessment.case_code == "KE-0701"))

@@ -92,17 +92,15 @@ def _garbage_signature(field, db_session, code):
     ids=["truncated-key", "other-key", "no-signature", "swapped-media", "garbage-signature"],
 )
 def test_reconcile__damaged_envelope__quarantined_with_actionable_reason(
-    field, runner, db_session, make, reason
+    field, reconcile, db_session, make, reason
 ):
     """Should quarantine (never drop, never crash) with a precise reason and no plaintext."""
     instance_id, manifest, files = make(field, db_session, "KE-0800")
     field.post(manifest, files)
-    result = runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
-                           str(field.passphrase_file), "--once")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "1 quarantined" in result.output
+    output = reconcile()
+    assert "1 quarantined" in output
     db_session.expire_all()
     sub = db_session.scalar(select(Submission).where(Submission.instance_id == instance_id))
     assert sub.status == "quarantined"
     assert reason in sub.quarantine_reason, sub.quarantine_reason
-    assert SECRET not in sub.quarantine_reason and SECRET not in result.output
+    assert SECRET not in sub.quarantine_reason and SECRET not in output
