@@ -91,6 +91,8 @@ class Upload:
 
     xml: bytes
     parts: dict[str, bytes] = field(default_factory=dict)
+    #: names of ``parts`` sent as plain form fields, not files (Enketo's CSRF token)
+    fields: frozenset[str] = frozenset()
     incomplete: bool = False
     app_user_id: int | None = None
     app_user_forms: list[str] | None = None  # the app user's form scope (None = all forms)
@@ -344,7 +346,7 @@ def prepare_submission(
         if version_key:
             flags.append(FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM)
     kept = {name: data for name, data in upload.parts.items() if name in positions}
-    if len(kept) != len(upload.parts):
+    if set(upload.parts) - set(kept) - upload.fields:  # a form field is no stray file
         flags.append(FLAG_DISCARDED_PARTS)
 
     stored_xml, plain = upload.xml, None

@@ -106,3 +106,14 @@ def test_decrypt_cli__enketo_before_aug_2025__valid_and_written(field, db_sessio
     assert result.exit_code == 0, result.output
     written = (out / instance_id.removeprefix("uuid:") / "submission.xml").read_text("utf-8")
     assert NOTE in written
+
+
+def test_enketo__csrf_form_field__not_flagged_as_extra_files(field, db_session):
+    """Should not flag an Enketo upload as 'carried extra files' for the CSRF token Enketo adds
+    as a plain form field; a stray file part still is flagged."""
+    instance_id, manifest, files = _enketo_record(field, db_session, "KE-0703", legacy=False)
+    _post(field, manifest, files)  # the browser body carries a __csrf text field
+    assert _sub(db_session, instance_id).flags == []
+    other_id, manifest, files = _enketo_record(field, db_session, "KE-0704", legacy=False)
+    _post(field, manifest, {**files, "leftover.jpg": b"\xff\xd8 plaintext"})
+    assert _sub(db_session, other_id).flags == ["discarded_unexpected_parts"]

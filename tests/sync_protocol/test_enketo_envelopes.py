@@ -99,3 +99,15 @@ def test_js_string_md5__known_forge_digests(text, forge_hex):
     """Should give node-forge's digest of a JavaScript string (what pre-2025 Enketo signed)."""
     assert crypto.js_string_md5(text).hex() == forge_hex
     assert forge_string_md5(text).hex() == forge_hex  # the test helper agrees independently
+
+
+def test_enketo__legacy_non_ascii_form_id_version_and_file_name__valid():
+    """Should accept a pre-2025 Enketo signature whose non-ASCII text is outside the XML too:
+    the form id, the version and a user-named file (hashed as a JavaScript string)."""
+    iid = f"uuid:{uuid.uuid4()}"
+    xml = f'<évaluation id="évaluation" version="v1-संस्करण"><meta><instanceID>{iid}</instanceID></meta></évaluation>'
+    manifest, files = encrypt_like_enketo(
+        xml, KEY.public_key(), form_id="évaluation", version="v1-संस्करण", instance_id=iid,
+        media=[("Reçu médical-10_00_00.pdf", b"%PDF fictional")], legacy_md5=True,
+    )  # fmt: skip
+    assert _decrypt(manifest, files).signature is crypto.SignatureStatus.VALID
