@@ -111,12 +111,21 @@ class Receipt:
 
 
 def check_part_name(name: str) -> None:
-    """Refuse part names that could address another file (path separators, ``..``, NUL)."""
-    if not name or "/" in name or "\\" in name or "\x00" in name or ".." in name or len(name) > 255:
-        raise RejectedUploadError(
-            "An attachment has a file name this server refuses (path separators or '..'). "
-            "Rename the file on the device or contact your supervisor."
-        )
+    """Refuse part names that could address another file (path separators, ``.``/``..``, NUL).
+
+    Dots inside a name are fine: a file picked in a browser keeps its own name in Enketo,
+    and ``Certificat v1..2.pdf`` addresses nothing but itself.
+    """
+    if not name or "/" in name or "\\" in name or "\x00" in name or len(name) > 255:
+        raise RejectedUploadError(_BAD_PART_NAME)
+    if name.strip(".") == "":
+        raise RejectedUploadError(_BAD_PART_NAME)
+
+
+_BAD_PART_NAME = (
+    "An attachment has a file name this server refuses (path separators, or only dots). "
+    "Rename the file on the device or contact your supervisor."
+)
 
 
 def _sha256(data: bytes) -> str:

@@ -117,3 +117,19 @@ def test_enketo__csrf_form_field__not_flagged_as_extra_files(field, db_session):
     other_id, manifest, files = _enketo_record(field, db_session, "KE-0704", legacy=False)
     _post(field, manifest, {**files, "leftover.jpg": b"\xff\xd8 plaintext"})
     assert _sub(db_session, other_id).flags == ["discarded_unexpected_parts"]
+
+
+def test_enketo__user_file_name_with_double_dot__accepted_and_reconciled(
+    field, reconcile, db_session
+):
+    """Should take a file the user picked in the browser whose name holds '..' but no path
+    (Enketo keeps the picked name and adds '-HH_MM_SS'), instead of refusing the upload."""
+    instance_id, manifest, files = _enketo_record(
+        field, db_session, "KE-0705", legacy=False,
+        media=[("Certificat v1..2-09_15_00.pdf", b"%PDF fictional certificate")],
+    )  # fmt: skip
+    _post(field, manifest, files)
+    reconcile()
+    sub = _sub(db_session, instance_id)
+    assert sub.status != "quarantined", sub.quarantine_reason
+    assert "Certificat v1..2-09_15_00.pdf.enc" in {a.name for a in sub.attachments}
