@@ -13,6 +13,12 @@ Recipe (Collect ``EncryptionUtils``):
   version (only if any), the encrypted key, the instanceID, then ``name::md5hex`` for each
   plaintext media file and ``submission.xml::md5hex``, each line ended by ``\\n``.
 
+Enketo (the web-form client) follows the same recipe, but from 2018 until its August 2025
+fix it took the two MD5s of the signature (of ``submission.xml`` and of the signature text)
+over the JavaScript string instead of its UTF-8 bytes; :func:`js_string_md5` reproduces that
+digest, and a signature that matches it is as VALID as Collect's (the "signature" is only
+encrypted with the public key, so it proves integrity, never origin, either way).
+
 Decrypting never needs a whole file in memory: :func:`decrypt_stream` works chunk by chunk and
 keeps only the last block back to check the padding.
 """
@@ -60,6 +66,7 @@ __all__ = [
     "decrypt_submission",
     "encrypt_submission",
     "file_ivs",
+    "js_string_md5",
     "plain_name",
     "render_manifest",
     "signature_source",
@@ -269,6 +276,40 @@ def verify_signature(private_key: rsa.RSAPrivateKey, signature_b64: str, source:
     return hmac.compare_digest(got, expected)
 
 
+def _signature_digest(private_key: rsa.RSAPrivateKey, signature_b64: str) -> bytes | None:
+    """The MD5 digest ``base64EncryptedElementSignature`` carries, or None if it won't open."""
+    try:
+        return private_key.decrypt(base64.b64decode(signature_b64, validate=True), _OAEP)
+    except ValueError:
+        return None
+
+
+def js_string_md5(text: str) -> bytes | None:
+    """MD5 as node-forge computes it over a JavaScript string given without an encoding.
+
+    Enketo before August 2025 hashed strings that way: forge reads the string's UTF-16 code
+    units four at a time into a 32-bit word, ``u0 ^ u1 << 8 ^ u2 << 16 ^ u3 << 24``, so a unit
+    above 0xFF spills its high byte onto the next byte of the word (dropped off the end of
+    the word), and the length counts code units. For ASCII text this is the ordinary MD5.
+
+    :return: the digest, or None in the one case an ordinary MD5 cannot express (the last
+        code unit is above 0xFF and spills into the MD5 padding: never the case for XML or
+        for the signature text, which end in ``>`` and a newline)
+    """
+    raw = text.encode("utf-16-le", "surrogatepass")
+    low, high = raw[0::2], raw[1::2]
+    n = len(low)
+    if not any(high):
+        return hashlib.md5(low).digest()  # noqa: S324 - Enketo's signature format is MD5
+    if n % 4 and high[-1]:
+        return None
+    spill = bytearray(n)  # the high byte of unit i lands on byte i + 1 of the same word
+    spill[1:] = high[:-1]
+    spill[0::4] = bytes(len(range(0, n, 4)))
+    packed = (int.from_bytes(low, "big") ^ int.from_bytes(spill, "big")).to_bytes(n, "big")
+    return hashlib.md5(packed).digest()  # noqa: S324
+
+
 def plain_name(envelope: EncryptedEnvelope, enc_name: str) -> str:
     """The plaintext name of an encrypted file: ``submission.xml`` for the XML, else minus .enc."""
     if enc_name == envelope.encrypted_xml_file:
@@ -291,7 +332,7 @@ class SubmissionDecryptor:
         dec.signature_status()                             # VALID / INVALID / CANNOT_VERIFY
     """
 
-    __slots__ = ("_aes_key", "_ivs", "_md5", "_private_key", "envelope")
+    __slots__ = ("_aes_key", "_ivs", "_md5", "_private_key", "_xml", "envelope")
 
     def __init__(self, envelope: EncryptedEnvelope, private_key: rsa.RSAPrivateKey) -> None:
         self.envelope = envelope
@@ -301,6 +342,8 @@ class SubmissionDecryptor:
         ivs = file_ivs(envelope.instance_id, self._aes_key, len(names))
         self._ivs = dict(zip(names, ivs, strict=True))
         self._md5: dict[str, str] = {}
+        #: the plaintext XML, kept only to check a pre-2025 Enketo signature (see js_string_md5)
+        self._xml: bytes | None = None
 
     def __repr__(self) -> str:  # never show the AES key
         return f"<SubmissionDecryptor {self.envelope.instance_id}>"
@@ -328,11 +371,14 @@ class SubmissionDecryptor:
         iv = self._ivs.get(enc_name)
         if iv is None:
             raise DecryptionError("The file is not listed in the submission's manifest.")
+        keep = _Keep(dst) if digest and enc_name == self.envelope.encrypted_xml_file else None
         size, md5 = decrypt_stream(
-            src, dst, self._aes_key, iv, chunk_size=chunk_size, digest=digest
+            src, keep or dst, self._aes_key, iv, chunk_size=chunk_size, digest=digest
         )
         if md5 is not None:
             self._md5[enc_name] = md5
+        if keep is not None:
+            self._xml = keep.kept()
         return size
 
     def decrypt_bytes(self, enc_name: str, ciphertext: bytes) -> bytes:
@@ -342,28 +388,78 @@ class SubmissionDecryptor:
             raise DecryptionError("The file is not listed in the submission's manifest.")
         plain = decrypt_bytes(ciphertext, self._aes_key, iv)
         self._md5[enc_name] = hashlib.md5(plain).hexdigest()  # noqa: S324
+        if enc_name == self.envelope.encrypted_xml_file:
+            self._xml = plain
         return plain
 
     def signature_status(self) -> SignatureStatus:
         """Check ``base64EncryptedElementSignature`` over every file decrypted so far.
 
         CANNOT_VERIFY until every file of the manifest has been decrypted, or when the
-        manifest carries no signature.
+        manifest carries no signature. Collect's digest and the one Enketo made before
+        August 2025 (:func:`js_string_md5`) are both VALID.
         """
         env = self.envelope
         if not env.signature or any(n not in self._md5 for n in env.expected_files):
             return SignatureStatus.CANNOT_VERIFY
-        source = signature_source(
-            form_id=env.form_id,
-            version=env.version,
-            encrypted_key=env.encrypted_key,
-            instance_id=env.instance_id,
-            media_md5=[(self.plain_name(n), self._md5[n]) for n in env.media],
-            xml_md5=self._md5[env.encrypted_xml_file],
-        )
-        if verify_signature(self._private_key, env.signature, source):
+        got = _signature_digest(self._private_key, env.signature)
+        if got is None:
+            return SignatureStatus.INVALID
+        fields = {
+            "form_id": env.form_id,
+            "version": env.version,
+            "encrypted_key": env.encrypted_key,
+            "instance_id": env.instance_id,
+            "media_md5": [(self.plain_name(n), self._md5[n]) for n in env.media],
+        }
+        source = signature_source(**fields, xml_md5=self._md5[env.encrypted_xml_file])
+        expected = hashlib.md5(source.encode("utf-8")).digest()  # noqa: S324
+        if hmac.compare_digest(got, expected):
+            return SignatureStatus.VALID
+        if self._legacy_enketo_digest(fields, source) == got:
             return SignatureStatus.VALID
         return SignatureStatus.INVALID
+
+    def _legacy_enketo_digest(self, fields: dict, source: str) -> bytes | None:
+        """The digest Enketo (2018 to July 2025) would have signed, when it differs."""
+        xml_md5 = self._md5[self.envelope.encrypted_xml_file]
+        if self._xml is not None and not self._xml.isascii():
+            try:
+                text = self._xml.decode("utf-8")
+            except UnicodeDecodeError:  # Enketo always encrypted UTF-8
+                return None
+            legacy_xml = js_string_md5(text)
+            if legacy_xml is None:
+                return None
+            xml_md5 = legacy_xml.hex()
+        elif source.isascii():
+            return None  # both digests are the same: nothing else to try
+        return js_string_md5(signature_source(**fields, xml_md5=xml_md5))
+
+
+class _Keep:
+    """Passes writes on to ``dst`` and keeps a copy, up to :data:`_KEEP_LIMIT` bytes."""
+
+    __slots__ = ("_buf", "_dst")
+
+    def __init__(self, dst: BinaryIO) -> None:
+        self._dst = dst
+        self._buf: bytearray | None = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if self._buf is not None:
+            if len(self._buf) + len(data) > _KEEP_LIMIT:
+                self._buf = None
+            else:
+                self._buf += data
+        return self._dst.write(data)
+
+    def kept(self) -> bytes | None:
+        return bytes(self._buf) if self._buf is not None else None
+
+
+#: the largest decrypted submission XML kept to check a pre-2025 Enketo signature
+_KEEP_LIMIT = 64 << 20
 
 
 def decrypt_submission(

@@ -443,8 +443,9 @@ def _plaintext(
         raise  # waits as pending until an admin unlocks
     except CustodyError as err:  # no key of the project has that fingerprint
         raise UnusableSubmissionError(str(err)) from err
+    present = files()
     try:
-        decrypted = decrypt_submission(envelope, key, files())
+        decrypted = decrypt_submission(envelope, key, present)
     except ProtocolError as err:
         raise UnusableSubmissionError(f"cannot be decrypted: {err}") from err
     if decrypted.signature is SignatureStatus.INVALID:
@@ -452,8 +453,16 @@ def _plaintext(
             "signature invalid: the files were altered or do not belong together"
         )
     if decrypted.signature is SignatureStatus.CANNOT_VERIFY:
+        missing = [n for n in envelope.expected_files if n not in present]
+        if missing:
+            raise UnusableSubmissionError(
+                f"signature cannot be verified: {', '.join(missing)} named in the manifest "
+                "never arrived; the device must send the submission again"
+            )
         raise UnusableSubmissionError(
-            "signature cannot be verified (a file is missing or no signature)"
+            "signature cannot be verified: the manifest carries no signature "
+            "(base64EncryptedElementSignature), which ODK Collect and Enketo always add; find "
+            "out which device or tool sent it before trusting its data"
         )
     return decrypted.xml
 

@@ -91,6 +91,8 @@ class Upload:
 
     xml: bytes
     parts: dict[str, bytes] = field(default_factory=dict)
+    #: names of ``parts`` sent as plain form fields, not files (Enketo's CSRF token)
+    fields: frozenset[str] = frozenset()
     incomplete: bool = False
     app_user_id: int | None = None
     app_user_forms: list[str] | None = None  # the app user's form scope (None = all forms)
@@ -109,12 +111,21 @@ class Receipt:
 
 
 def check_part_name(name: str) -> None:
-    """Refuse part names that could address another file (path separators, ``..``, NUL)."""
-    if not name or "/" in name or "\\" in name or "\x00" in name or ".." in name or len(name) > 255:
-        raise RejectedUploadError(
-            "An attachment has a file name this server refuses (path separators or '..'). "
-            "Rename the file on the device or contact your supervisor."
-        )
+    """Refuse part names that could address another file (path separators, ``.``/``..``, NUL).
+
+    Dots inside a name are fine: a file picked in a browser keeps its own name in Enketo,
+    and ``Certificat v1..2.pdf`` addresses nothing but itself.
+    """
+    if not name or "/" in name or "\\" in name or "\x00" in name or len(name) > 255:
+        raise RejectedUploadError(_BAD_PART_NAME)
+    if name.strip(".") == "":
+        raise RejectedUploadError(_BAD_PART_NAME)
+
+
+_BAD_PART_NAME = (
+    "An attachment has a file name this server refuses (path separators, or only dots). "
+    "Rename the file on the device or contact your supervisor."
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -344,7 +355,7 @@ def prepare_submission(
         if version_key:
             flags.append(FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM)
     kept = {name: data for name, data in upload.parts.items() if name in positions}
-    if len(kept) != len(upload.parts):
+    if set(upload.parts) - set(kept) - upload.fields:  # a form field is no stray file
         flags.append(FLAG_DISCARDED_PARTS)
 
     stored_xml, plain = upload.xml, None

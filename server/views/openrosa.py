@@ -335,14 +335,16 @@ def _submitter(
     return ref.id, ref.form_scope, None
 
 
-def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], bool]:
-    """The XML part, the other parts by field name, and the *isIncomplete* flag."""
+def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], frozenset[str], bool]:
+    """The XML part, the other parts by field name, the names of those that are plain form
+    fields (no file name), and the *isIncomplete* flag."""
     boundary = request.mimetype_params.get("boundary", "")
     # get_data() enforces MAX_CONTENT_LENGTH (413), also for chunked bodies
     body = request.get_data(cache=False)
     parts = parse_multipart(body, boundary, max_parts=cfg["MAX_SUBMISSION_PARTS"] + 2)
     xml: bytes | None = None
     files: dict[str, bytes] = {}
+    fields: set[str] = set()
     incomplete = False
     for part in parts:
         if part.name == "xml_submission_file":
@@ -354,6 +356,8 @@ def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], bool]:
             check_part_name(part.name)
             if part.filename:
                 check_part_name(part.filename)
+            elif part.name not in files:
+                fields.add(part.name)
             files.setdefault(part.name, part.data)
     if xml is None:
         raise BadSubmissionError(
@@ -367,7 +371,7 @@ def _read_parts(cfg: dict) -> tuple[bytes, dict[str, bytes], bool]:
         raise PayloadTooLargeError("The submission file itself is too large for this server.")
     if not xml.strip():
         raise BadSubmissionError("The submission file is empty. Try sending it again.")
-    return xml, files, incomplete
+    return xml, files, frozenset(fields), incomplete
 
 
 @_route("/submission", methods=["POST"])
@@ -384,10 +388,11 @@ def submission(project_id: int, token: str | None = None) -> Response:
         raise PayloadTooLargeError(
             "The submission is too large for this server. Ask your supervisor to raise the limit."
         )
-    xml, parts, incomplete = _read_parts(cfg)
+    xml, parts, fields, incomplete = _read_parts(cfg)
     upload = Upload(
         xml=xml,
         parts=parts,
+        fields=fields,
         incomplete=incomplete,
         app_user_id=app_user_id,
         app_user_forms=forms,
