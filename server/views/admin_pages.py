@@ -121,13 +121,52 @@ def _globals() -> dict[str, Any]:
 
 
 @bp.errorhandler(ServerError)
-def _error_page(err: ServerError) -> tuple[str, int]:
+def _error_page(err: ServerError) -> Response:
+    return error_page(err.message, err.http_status)
+
+
+def error_page(message: str, status: int) -> Response:
+    """The admin error page: ``message``, a way back to the page the admin came from, and the
+    pages' headers (also for errors met before any admin view ran: an unknown address)."""
+    from flask import make_response
+
     from server.db import get_session
 
-    return render_template(
-        "admin/error.html", message=err.message, status=err.http_status,
-        user=session_user(get_session()),
-    ), err.http_status  # fmt: skip
+    user = None
+    try:
+        db = get_session()
+        db.rollback()  # after a fault the transaction may be unusable
+        user = session_user(db)
+    except Exception:  # the page must render whatever failed
+        user = None
+    resp = make_response(
+        render_template(
+            "admin/error.html", message=message, status=status, user=user, back=referring_page()
+        ),
+        status,
+    )
+    return _headers(resp)
+
+
+def referring_page() -> str | None:
+    """Path and query of the admin page this request came from (the ``Referer`` of this site's
+    pages: ``Referrer-Policy: same-origin``), or None."""
+    from urllib.parse import urlsplit
+
+    ref = urlsplit(request.referrer or "")
+    if ref.netloc != request.host or not ref.path.startswith("/admin"):
+        return None
+    if ref.path.startswith(("/admin/login", "/admin/logout", "//")):
+        return None
+    return ref.path + (f"?{ref.query}" if ref.query else "")
+
+
+def _back_after_sign_in() -> str:
+    """Where signing in again should lead: this page, or for a form sent after the session
+    ended (its address answers POST only) the page the form was on."""
+    if request.method == "GET":
+        return request.full_path
+    return referring_page() or ""
 
 
 def _validation_message(err: Any) -> str:
@@ -148,17 +187,14 @@ def page(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             db = get_session()
             user = session_user(db)
             if user is None:
-                return redirect(url_for("admin.login", next=request.full_path))
+                return redirect(url_for("admin.login", next=_back_after_sign_in()))
             if request.method == "POST":
                 check_csrf(request.form.get("csrf_token"))
             authorize(db, user, role, kwargs)  # in the URL's project, when it names one
             try:
                 return fn(db, user, **kwargs)
             except ValidationError as err:
-                db.rollback()
-                return render_template(
-                    "admin/error.html", message=_validation_message(err), status=400, user=user
-                ), 400
+                return error_page(_validation_message(err), 400)
 
         return wrapper
 
