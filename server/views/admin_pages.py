@@ -370,13 +370,51 @@ def submissions(db: Session, user: WebUser, project_id: int) -> Any:
     if status not in {None, *STATUS_WORDS}:
         status = None
     flagged = request.args.get("flagged") == "1"
-    found = list_submissions(db, p.id, status=status, flagged=flagged, limit=200)
+    offset = core.int_arg("offset", 0, hi=10**9)
+    found = list_submissions(
+        db, p.id, status=status, flagged=flagged, limit=SUBMISSIONS_PER_PAGE, offset=offset
+    )
     return render_template(
         "admin/submissions.html", user=user, project=p, rows=found.items, total=found.total,
         status=status, flagged=flagged, status_words=STATUS_WORDS,
         flag_explanations=FLAG_EXPLANATIONS,
         quarantined_uploads=core.quarantined_uploads(db, p.id),
+        pager=_pager("admin.submissions", offset, SUBMISSIONS_PER_PAGE, found.total,
+                     project_id=p.id),
     )  # fmt: skip
+
+
+#: submissions on a page of the submissions listing
+SUBMISSIONS_PER_PAGE = 200
+
+#: cases on a page of the caseload
+CASES_PER_PAGE = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pager:
+    """Links to the previous and next page of a listing, the filters of the query kept."""
+
+    first: int  # 1-based number of the first row shown
+    last: int
+    total: int
+    previous_url: str | None
+    next_url: str | None
+
+
+def _pager(endpoint: str, offset: int, size: int, total: int, **view_args: Any) -> Pager:
+    args = {k: v for k, v in request.args.items() if k != "offset"}  # the filters as typed
+
+    def url(at: int) -> str:
+        return url_for(endpoint, **view_args, **args, **({"offset": at} if at else {}))
+
+    return Pager(
+        first=min(offset + 1, total),
+        last=min(offset + size, total),
+        total=total,
+        previous_url=url(max(0, min(offset, total) - size)) if offset else None,
+        next_url=url(offset + size) if total > offset + size else None,
+    )
 
 
 # ---------------------------------------------------------------- key custody
@@ -459,17 +497,12 @@ def cases(db: Session, user: WebUser, project_id: int) -> Any:
     p = _project_ctx(db, project_id)
     filters = core.case_filters()
     offset = core.int_arg("offset", 0, hi=10**9)
-    items, total = core.service("cases").list_cases(db, p.id, **filters, limit=50, offset=offset)
-    args = {k: v for k, v in request.args.items() if k != "offset"}  # the filters as typed
-
-    def page_url(at: int) -> str:
-        return url_for("admin.cases", project_id=p.id, **args, **({"offset": at} if at else {}))
-
+    items, total = core.service("cases").list_cases(
+        db, p.id, **filters, limit=CASES_PER_PAGE, offset=offset
+    )
     return render_template(
         "admin/cases.html", user=user, project=p, cases=items, total=total, filters=filters,
-        offset=offset,
-        next_url=page_url(offset + 50) if total > offset + 50 else None,
-        previous_url=page_url(max(0, offset - 50)) if offset else None,
+        pager=_pager("admin.cases", offset, CASES_PER_PAGE, total, project_id=p.id),
     )  # fmt: skip
 
 
