@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -328,7 +329,18 @@ def form_state(db: Session, user: WebUser, project_id: int, xml_form_id: str) ->
         raise ValidationError({"state": ["Choose open, closing or closed."]})
     set_form_state(db, form, state, actor=core.actor(user))
     db.commit()
+    flash(f"Form {form.xml_form_id} is now {state}: {FORM_STATE_WORDS[state]}")
     return redirect(url_for("admin.project", project_id=project_id))
+
+
+#: what a form state means for the devices
+FORM_STATE_WORDS = {
+    FormState.OPEN.value: "devices download it and can send its submissions.",
+    FormState.CLOSING.value: (
+        "devices no longer download it; submissions of copies already filled in are accepted."
+    ),
+    FormState.CLOSED.value: "devices no longer download it and its submissions are refused.",
+}
 
 
 @bp.post("/projects/<int:project_id>/app-users")
@@ -356,6 +368,10 @@ def app_user_revoke(db: Session, user: WebUser, project_id: int, user_id: int) -
     au = core._app_user(db, project_id, user_id)
     revoke_app_user(db, au.id, actor=core.actor(user))
     db.commit()
+    flash(
+        f"App user {au.display_name} is revoked: its QR code and server address no longer work. "
+        "Create a new app user for the device if it should keep sending."
+    )
     return redirect(url_for("admin.project", project_id=project_id))
 
 
@@ -637,7 +653,40 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
         if case_id is None:
             raise ValidationError({"link_code": [f"This project has no case {link_code}."]})
     core.resolve_item(db, user, p.id, item_id, action, case_id, case_code)
+    flash(_resolution_words(db, item_id))
     return redirect(url_for("admin.review", project_id=p.id))
+
+
+#: what became of a review item, by its resolution (``{case}``: the code of its case)
+RESOLUTION_WORDS = {
+    "link": "linked to case {case}.",
+    "link_conflict": (
+        "linked to case {case}, where it differs from an assessment of the same collection "
+        "point and date: choose which to keep under Conflicts."
+    ),
+    "create_case": "opened as new case {case}.",
+    "keep": "kept in case {case}; the other assessment of that date is set aside as history.",
+    "discard": "set aside as history; the assessment already in case {case} stays.",
+    "resolve": "marked resolved.",
+    "retry": "sent back to the reconciliation worker, which processes it on its next pass.",
+    "dismiss": "dismissed.",
+}
+
+
+def _resolution_words(db: Session, item_id: int) -> str:
+    from server.models_cases import Assessment, Case
+    from server.models_cases import ReviewItem as ReviewRow
+
+    item = db.get(ReviewRow, item_id)
+    if item is None:
+        return f"Item #{item_id}: done."
+    resolution, case_id = item.resolution or "", item.case_id
+    if item.assessment_id is not None:
+        assessment = db.get(Assessment, item.assessment_id)
+        case_id = assessment.case_id if assessment and assessment.case_id else case_id
+    case = db.get(Case, case_id) if case_id else None
+    words = RESOLUTION_WORDS.get(resolution, "done.")
+    return f"Item #{item_id}: " + words.format(case=case.case_code if case else "?")
 
 
 def _dimension_title(name: str) -> str:

@@ -268,3 +268,36 @@ def test_session__password_changed_or_too_old__signed_out(
                     method="pbkdf2:sha256:1000")  # fmt: skip
     db_session.commit()
     assert client.get("/admin/").status_code == 302
+
+
+def _status_notice(page: bytes) -> str:
+    found = re.search(rb'<p class="notice" role="status">(.*?)</p>', page, re.S)
+    assert found, "the page says nothing of what was done"
+    return found.group(1).decode()
+
+
+def test_form_state_set__project_page_says_what_it_means(client: Any, world: World) -> None:
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}"
+    token = page_csrf(client, path)
+    resp = client.post(
+        f"{path}/forms/household/state",
+        data={"csrf_token": token, "state": "closing"},
+        follow_redirects=True,
+    )
+    assert resp.request.path == path
+    assert _status_notice(resp.data) == (
+        "Form household is now closing: devices no longer download it; submissions of copies "
+        "already filled in are accepted."
+    )
+
+
+def test_app_user_revoked__project_page_confirms_it(client: Any, world: World) -> None:
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}"
+    token = page_csrf(client, path)
+    client.post(f"{path}/app-users", data={"name": "Tablet 9", "csrf_token": token})
+    action = re.search(rb'action="([^"]+/revoke)"', client.get(path).data).group(1).decode()
+    resp = client.post(action, data={"csrf_token": token}, follow_redirects=True)
+    assert resp.request.path == path
+    assert _status_notice(resp.data).startswith("App user Tablet 9 is revoked")
