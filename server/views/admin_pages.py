@@ -35,6 +35,7 @@ from server.models import (
     SubmissionStatus,
     WebUser,
 )
+from server.models_cases import Assessment, Case
 from server.services import access
 from server.services.submission_list import list_submissions
 from server.views import admin_api as core
@@ -607,7 +608,18 @@ def notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> An
     core.assessment_in_project(db, p.id, assessment_id)
     decrypted = cases.decrypt_notes_on_demand(db, assessment_id, actor=core.actor(user))
     db.commit()
-    return render_template("admin/notes.html", user=user, project=p, notes=decrypted)
+    assessment = db.get(Assessment, assessment_id)
+    return render_template(
+        "admin/notes.html", user=user, project=p, assessment=assessment,
+        case=db.get(Case, assessment.case_id) if assessment and assessment.case_id else None,
+        notes={_note_label(k): v for k, v in decrypted.items()},
+    )  # fmt: skip
+
+
+def _note_label(key: str) -> str:
+    """``SAF note`` -> ``Safety note`` (the notes are keyed by domain id)."""
+    domain, sep, rest = key.partition(" ")
+    return f"{domain_label(domain)}{sep}{rest}"
 
 
 @bp.get("/projects/<int:project_id>/review")
@@ -674,7 +686,6 @@ RESOLUTION_WORDS = {
 
 
 def _resolution_words(db: Session, item_id: int) -> str:
-    from server.models_cases import Assessment, Case
     from server.models_cases import ReviewItem as ReviewRow
 
     item = db.get(ReviewRow, item_id)
