@@ -704,7 +704,34 @@ def _dimension_title(name: str) -> str:
     return "by " + name.replace("_", " ")
 
 
-def aggregate_charts(agg: Any) -> list[Any]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chart:
+    """A bar chart and its figures as table rows ``(group, figure, survivors)``: a screen
+    reader announces the SVG (``role="img"``) by its title only."""
+
+    svg: Any
+    rows: list[tuple[str, str, str]]
+
+
+#: the survivors column of a suppressed cell (its n is not published either)
+SUPPRESSED_N = "fewer than 5, or hidden with a smaller group"
+
+
+def _chart(title: str, bars: list[Bar], fmt: str, **kw: Any) -> Chart:
+    rows = [
+        (b.label, "suppressed", SUPPRESSED_N)
+        if b.suppressed or b.value is None
+        else (b.label, fmt.format(b.value), "" if b.n is None else str(b.n))
+        for b in bars
+    ]
+    return Chart(bar_chart(title, bars, fmt=fmt, **kw), rows)
+
+
+def _group_label(label: str) -> str:
+    return label.replace("_", " ")  # casework types are ids: forced_labour
+
+
+def aggregate_charts(agg: Any) -> list[Chart]:
     """Bar charts of :class:`server.services.cases.Aggregates`.
 
     Per grouping (casework type, office): the mean change since intake per domain (drawn
@@ -714,17 +741,18 @@ def aggregate_charts(agg: Any) -> list[Any]:
     out = []
     for dimension, cells in (getattr(agg, "groups", None) or {}).items():
         bars = [
-            Bar(f"{c.label} · {domain_label(c.domain)}", c.mean, c.n, c.suppressed) for c in cells
+            Bar(f"{_group_label(c.label)} · {domain_label(c.domain)}", c.mean, c.n, c.suppressed)
+            for c in cells
         ]
         if bars:
             span = max([0.5, *(abs(b.value) for b in bars if b.value is not None)])
             out.append(
-                bar_chart(
+                _chart(
                     f"Mean change since intake, {_dimension_title(dimension)}",
                     bars,
+                    "{:+.2f}",
                     vmin=-span,
                     vmax=span,
-                    fmt="{:+.2f}",
                 )
             )
     for attr, title, kw in (
@@ -736,9 +764,11 @@ def aggregate_charts(agg: Any) -> list[Any]:
             dimension, _, label = c.label.partition(":")
             if not label:
                 dimension, label = "group", dimension
-            by_dim.setdefault(dimension, []).append(Bar(label, c.mean, c.n, c.suppressed))
+            by_dim.setdefault(dimension, []).append(
+                Bar(_group_label(label), c.mean, c.n, c.suppressed)
+            )
         for dimension, bars in by_dim.items():
-            out.append(bar_chart(f"{title}, {_dimension_title(dimension)}", bars, **kw))
+            out.append(_chart(f"{title}, {_dimension_title(dimension)}", bars, **kw))
     return out
 
 
