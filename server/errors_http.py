@@ -43,6 +43,32 @@ def openrosa_error(message: str, status: int, headers: dict[str, str] | None = N
     return resp
 
 
+#: what the admin pages say instead (a person in a browser, not Collect or a script)
+_ADMIN_MESSAGES = {
+    404: "This page does not exist. Check the address, or start again from the projects page.",
+    405: (
+        "This address cannot be opened directly: it takes a form sent from one of the admin "
+        "pages. Go back and use the page's button."
+    ),
+    413: (
+        "The upload is too large for this server: choose a smaller file, or ask the server's "
+        "operator to raise the limit."
+    ),
+}
+
+
+def _admin_page() -> bool:
+    from flask import request
+
+    return request.path == "/admin" or request.path.startswith("/admin/")
+
+
+def _admin_error(message: str, status: int) -> Any:
+    from server.views.admin_pages import error_page
+
+    return error_page(message, status)
+
+
 def _wants_json() -> bool:
     from flask import request
 
@@ -71,6 +97,10 @@ def init_app(app: Any) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Any:
         status = err.code or 500
+        if _admin_page():
+            return _admin_error(
+                _ADMIN_MESSAGES.get(status, err.description or "Request failed."), status
+            )
         message = _HTTP_MESSAGES.get(status, err.description or "Request failed.")
         if _wants_json():
             resp = jsonify({"error": str(status), "message": message, "code": status})
@@ -83,6 +113,8 @@ def init_app(app: Any) -> None:
         # Log the type and traceback only (never the request body).
         log.exception("unhandled error: %s", type(err).__name__)
         message = "The server had a problem; nothing was saved. Try again later."
+        if _admin_page():
+            return _admin_error(message, 500)
         if _wants_json():
             resp = jsonify({"error": "500", "message": message, "code": 500})
             resp.status_code = 500

@@ -302,18 +302,20 @@ def get_case(session: Session, case_id: int, *, today: dt.date | None = None) ->
 def review_queues(session: Session, project_id: int) -> dict[str, list[ReviewItem]]:
     """Open review items by queue."""
     out: dict[str, list[ReviewItem]] = {q: [] for q in QUEUES}
-    rows = session.scalars(
-        select(ReviewRow)
+    rows = session.execute(
+        # an item naming an assessment only (a score mismatch) is about the case it is in
+        select(ReviewRow, AssessmentRow.case_id)
+        .outerjoin(AssessmentRow, AssessmentRow.id == ReviewRow.assessment_id)
         .where(ReviewRow.project_id == project_id, ReviewRow.resolved_at.is_(None))
         .order_by(ReviewRow.id)
     )
-    for row in rows:
+    for row, assessed_case_id in rows:
         out[_KIND_TO_QUEUE.get(row.kind, row.kind)].append(
             ReviewItem(
                 row.id,
                 row.kind,
                 row.summary,
-                row.case_id,
+                row.case_id if row.case_id is not None else assessed_case_id,
                 row.assessment_id,
                 row.submission_id,
                 row.created_at,

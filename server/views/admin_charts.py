@@ -84,10 +84,11 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
                 labels.append(p.label)
     labels.sort()
     n = max(len(labels), 1)
-    width, left, right, top = 920, 48, 360, 36  # room for the longest domain name
-    plot_h = 240
+    # the legend on the right is as wide as the longest domain name
+    left, top, plot_w, plot_h = 48, 36, 512, 240
+    right = max(360, round(max((text_width(name) for name in data), default=0) + 96))
+    width = left + plot_w + right
     height = top + plot_h + 56
-    plot_w = width - left - right
     step = plot_w / max(n - 1, 1)
 
     def x(i: int) -> float:
@@ -172,6 +173,24 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
     return Markup("".join(parts))  # noqa: S704 (every data value above is escaped)
 
 
+def text_width(text: str, size: float = 12) -> float:
+    """A generous estimate of ``text``'s drawn width in px at font ``size``: the chart sizes its
+    margins by it, so that no group or domain name is cut off (measured in Chromium, Latin text
+    at 12px takes 6.3-6.6px a character; wide East Asian characters take a full em)."""
+    import unicodedata
+
+    return sum(size if unicodedata.east_asian_width(ch) in "WF" else 0.6 * size for ch in text)
+
+
+def fit_text(text: str, room: float, size: float = 12) -> str:
+    """``text``, shortened with an ellipsis when it would not fit in ``room`` px."""
+    if text_width(text, size) <= room:
+        return text
+    while text and text_width(text + "…", size) > room:
+        text = text[:-1]
+    return text + "…"
+
+
 def _marker(k: int, cx: float, cy: float, color: str) -> str:
     """A different marker shape per series (circle, square, triangle, diamond...)."""
     shape = k % 4
@@ -221,8 +240,11 @@ def bar_chart(
     hi = max([0.0, *values]) if vmax is None else vmax
     if hi == lo:
         hi = lo + 1.0
-    row_h, left, width = 26, 240, 680
-    plot_w = width - left - 110
+    # the labels' column is as wide as the longest label (within reason: a longer one is
+    # shortened, whole in the figures' table and in its tooltip)
+    row_h, plot_w = 26, 330
+    left = min(max(120.0, max((text_width(b.label) for b in bars), default=0) + 16), 560)
+    width = round(left + plot_w + 110)
     height = 40 + row_h * max(len(bars), 1)
 
     def x(v: float) -> float:
@@ -237,14 +259,16 @@ def bar_chart(
     ]
     for i, b in enumerate(bars):
         yy = 30 + i * row_h
+        shown = fit_text(b.label, left - 12)
+        tip = f"<title>{escape(b.label)}</title>" if shown != b.label else ""
         parts.append(
-            f'<text x="{left - 8}" y="{yy + 15}" text-anchor="end">{escape(b.label)}</text>'
+            f'<text x="{left - 8:.0f}" y="{yy + 15}" text-anchor="end">{tip}{escape(shown)}</text>'
         )
         if b.suppressed or b.value is None:
             parts.append(
-                f'<rect class="bar suppressed" x="{left}" y="{yy + 2}" width="{plot_w}" '
+                f'<rect class="bar suppressed" x="{left:.0f}" y="{yy + 2}" width="{plot_w}" '
                 f'height="{row_h - 8}" fill="none" stroke="#999" stroke-dasharray="3 3"/>'
-                f'<text class="suppressed-label" x="{left + 8}" y="{yy + 15}">'
+                f'<text class="suppressed-label" x="{left + 8:.0f}" y="{yy + 15}">'
                 f"suppressed to protect small groups</text>"
             )
             continue

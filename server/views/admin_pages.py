@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -34,6 +35,7 @@ from server.models import (
     SubmissionStatus,
     WebUser,
 )
+from server.models_cases import Assessment, Case
 from server.services import access
 from server.services.submission_list import list_submissions
 from server.views import admin_api as core
@@ -121,13 +123,52 @@ def _globals() -> dict[str, Any]:
 
 
 @bp.errorhandler(ServerError)
-def _error_page(err: ServerError) -> tuple[str, int]:
+def _error_page(err: ServerError) -> Response:
+    return error_page(err.message, err.http_status)
+
+
+def error_page(message: str, status: int) -> Response:
+    """The admin error page: ``message``, a way back to the page the admin came from, and the
+    pages' headers (also for errors met before any admin view ran: an unknown address)."""
+    from flask import make_response
+
     from server.db import get_session
 
-    return render_template(
-        "admin/error.html", message=err.message, status=err.http_status,
-        user=session_user(get_session()),
-    ), err.http_status  # fmt: skip
+    user = None
+    try:
+        db = get_session()
+        db.rollback()  # after a fault the transaction may be unusable
+        user = session_user(db)
+    except Exception:  # the page must render whatever failed
+        user = None
+    resp = make_response(
+        render_template(
+            "admin/error.html", message=message, status=status, user=user, back=referring_page()
+        ),
+        status,
+    )
+    return _headers(resp)
+
+
+def referring_page() -> str | None:
+    """Path and query of the admin page this request came from (the ``Referer`` of this site's
+    pages: ``Referrer-Policy: same-origin``), or None."""
+    from urllib.parse import urlsplit
+
+    ref = urlsplit(request.referrer or "")
+    if ref.netloc != request.host or not ref.path.startswith("/admin"):
+        return None
+    if ref.path.startswith(("/admin/login", "/admin/logout", "//")):
+        return None
+    return ref.path + (f"?{ref.query}" if ref.query else "")
+
+
+def _back_after_sign_in() -> str:
+    """Where signing in again should lead: this page, or for a form sent after the session
+    ended (its address answers POST only) the page the form was on."""
+    if request.method == "GET":
+        return request.full_path
+    return referring_page() or ""
 
 
 def _validation_message(err: Any) -> str:
@@ -148,17 +189,14 @@ def page(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             db = get_session()
             user = session_user(db)
             if user is None:
-                return redirect(url_for("admin.login", next=request.full_path))
+                return redirect(url_for("admin.login", next=_back_after_sign_in()))
             if request.method == "POST":
                 check_csrf(request.form.get("csrf_token"))
             authorize(db, user, role, kwargs)  # in the URL's project, when it names one
             try:
                 return fn(db, user, **kwargs)
             except ValidationError as err:
-                db.rollback()
-                return render_template(
-                    "admin/error.html", message=_validation_message(err), status=400, user=user
-                ), 400
+                return error_page(_validation_message(err), 400)
 
         return wrapper
 
@@ -294,7 +332,18 @@ def form_state(db: Session, user: WebUser, project_id: int, xml_form_id: str) ->
         raise ValidationError({"state": ["Choose open, closing or closed."]})
     set_form_state(db, form, state, actor=core.actor(user))
     db.commit()
+    flash(f"Form {form.xml_form_id} is now {state}: {FORM_STATE_WORDS[state]}")
     return redirect(url_for("admin.project", project_id=project_id))
+
+
+#: what a form state means for the devices
+FORM_STATE_WORDS = {
+    FormState.OPEN.value: "devices download it and can send its submissions.",
+    FormState.CLOSING.value: (
+        "devices no longer download it; submissions of copies already filled in are accepted."
+    ),
+    FormState.CLOSED.value: "devices no longer download it and its submissions are refused.",
+}
 
 
 @bp.post("/projects/<int:project_id>/app-users")
@@ -322,6 +371,10 @@ def app_user_revoke(db: Session, user: WebUser, project_id: int, user_id: int) -
     au = core._app_user(db, project_id, user_id)
     revoke_app_user(db, au.id, actor=core.actor(user))
     db.commit()
+    flash(
+        f"App user {au.display_name} is revoked: its QR code and server address no longer work. "
+        "Create a new app user for the device if it should keep sending."
+    )
     return redirect(url_for("admin.project", project_id=project_id))
 
 
@@ -336,13 +389,51 @@ def submissions(db: Session, user: WebUser, project_id: int) -> Any:
     if status not in {None, *STATUS_WORDS}:
         status = None
     flagged = request.args.get("flagged") == "1"
-    found = list_submissions(db, p.id, status=status, flagged=flagged, limit=200)
+    offset = core.int_arg("offset", 0, hi=10**9)
+    found = list_submissions(
+        db, p.id, status=status, flagged=flagged, limit=SUBMISSIONS_PER_PAGE, offset=offset
+    )
     return render_template(
         "admin/submissions.html", user=user, project=p, rows=found.items, total=found.total,
         status=status, flagged=flagged, status_words=STATUS_WORDS,
         flag_explanations=FLAG_EXPLANATIONS,
         quarantined_uploads=core.quarantined_uploads(db, p.id),
+        pager=_pager("admin.submissions", offset, SUBMISSIONS_PER_PAGE, found.total,
+                     project_id=p.id),
     )  # fmt: skip
+
+
+#: submissions on a page of the submissions listing
+SUBMISSIONS_PER_PAGE = 200
+
+#: cases on a page of the caseload
+CASES_PER_PAGE = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pager:
+    """Links to the previous and next page of a listing, the filters of the query kept."""
+
+    first: int  # 1-based number of the first row shown
+    last: int
+    total: int
+    previous_url: str | None
+    next_url: str | None
+
+
+def _pager(endpoint: str, offset: int, size: int, total: int, **view_args: Any) -> Pager:
+    args = {k: v for k, v in request.args.items() if k != "offset"}  # the filters as typed
+
+    def url(at: int) -> str:
+        return url_for(endpoint, **view_args, **args, **({"offset": at} if at else {}))
+
+    return Pager(
+        first=min(offset + 1, total),
+        last=min(offset + size, total),
+        total=total,
+        previous_url=url(max(0, min(offset, total) - size)) if offset else None,
+        next_url=url(offset + size) if total > offset + size else None,
+    )
 
 
 # ---------------------------------------------------------------- key custody
@@ -425,17 +516,12 @@ def cases(db: Session, user: WebUser, project_id: int) -> Any:
     p = _project_ctx(db, project_id)
     filters = core.case_filters()
     offset = core.int_arg("offset", 0, hi=10**9)
-    items, total = core.service("cases").list_cases(db, p.id, **filters, limit=50, offset=offset)
-    args = {k: v for k, v in request.args.items() if k != "offset"}  # the filters as typed
-
-    def page_url(at: int) -> str:
-        return url_for("admin.cases", project_id=p.id, **args, **({"offset": at} if at else {}))
-
+    items, total = core.service("cases").list_cases(
+        db, p.id, **filters, limit=CASES_PER_PAGE, offset=offset
+    )
     return render_template(
         "admin/cases.html", user=user, project=p, cases=items, total=total, filters=filters,
-        offset=offset,
-        next_url=page_url(offset + 50) if total > offset + 50 else None,
-        previous_url=page_url(max(0, offset - 50)) if offset else None,
+        pager=_pager("admin.cases", offset, CASES_PER_PAGE, total, project_id=p.id),
     )  # fmt: skip
 
 
@@ -524,7 +610,18 @@ def notes(db: Session, user: WebUser, project_id: int, assessment_id: int) -> An
     core.assessment_in_project(db, p.id, assessment_id)
     decrypted = cases.decrypt_notes_on_demand(db, assessment_id, actor=core.actor(user))
     db.commit()
-    return render_template("admin/notes.html", user=user, project=p, notes=decrypted)
+    assessment = db.get(Assessment, assessment_id)
+    return render_template(
+        "admin/notes.html", user=user, project=p, assessment=assessment,
+        case=db.get(Case, assessment.case_id) if assessment and assessment.case_id else None,
+        notes={_note_label(k): v for k, v in decrypted.items()},
+    )  # fmt: skip
+
+
+def _note_label(key: str) -> str:
+    """``SAF note`` -> ``Safety note`` (the notes are keyed by domain id)."""
+    domain, sep, rest = key.partition(" ")
+    return f"{domain_label(domain)}{sep}{rest}"
 
 
 @bp.get("/projects/<int:project_id>/review")
@@ -570,14 +667,73 @@ def review_resolve(db: Session, user: WebUser, project_id: int, item_id: int) ->
         if case_id is None:
             raise ValidationError({"link_code": [f"This project has no case {link_code}."]})
     core.resolve_item(db, user, p.id, item_id, action, case_id, case_code)
+    flash(_resolution_words(db, item_id))
     return redirect(url_for("admin.review", project_id=p.id))
+
+
+#: what became of a review item, by its resolution (``{case}``: the code of its case)
+RESOLUTION_WORDS = {
+    "link": "linked to case {case}.",
+    "link_conflict": (
+        "linked to case {case}, where it differs from an assessment of the same collection "
+        "point and date: choose which to keep under Conflicts."
+    ),
+    "create_case": "opened as new case {case}.",
+    "keep": "kept in case {case}; the other assessment of that date is set aside as history.",
+    "discard": "set aside as history; the assessment already in case {case} stays.",
+    "resolve": "marked resolved.",
+    "retry": "sent back to the reconciliation worker, which processes it on its next pass.",
+    "dismiss": "dismissed.",
+}
+
+
+def _resolution_words(db: Session, item_id: int) -> str:
+    from server.models_cases import ReviewItem as ReviewRow
+
+    item = db.get(ReviewRow, item_id)
+    if item is None:
+        return f"Item #{item_id}: done."
+    resolution, case_id = item.resolution or "", item.case_id
+    if item.assessment_id is not None:
+        assessment = db.get(Assessment, item.assessment_id)
+        case_id = assessment.case_id if assessment and assessment.case_id else case_id
+    case = db.get(Case, case_id) if case_id else None
+    words = RESOLUTION_WORDS.get(resolution, "done.")
+    return f"Item #{item_id}: " + words.format(case=case.case_code if case else "?")
 
 
 def _dimension_title(name: str) -> str:
     return "by " + name.replace("_", " ")
 
 
-def aggregate_charts(agg: Any) -> list[Any]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chart:
+    """A bar chart and its figures as table rows ``(group, figure, survivors)``: a screen
+    reader announces the SVG (``role="img"``) by its title only."""
+
+    svg: Any
+    rows: list[tuple[str, str, str]]
+
+
+#: the survivors column of a suppressed cell (its n is not published either)
+SUPPRESSED_N = "fewer than 5, or hidden with a smaller group"
+
+
+def _chart(title: str, bars: list[Bar], fmt: str, **kw: Any) -> Chart:
+    rows = [
+        (b.label, "suppressed", SUPPRESSED_N)
+        if b.suppressed or b.value is None
+        else (b.label, fmt.format(b.value), "" if b.n is None else str(b.n))
+        for b in bars
+    ]
+    return Chart(bar_chart(title, bars, fmt=fmt, **kw), rows)
+
+
+def _group_label(label: str) -> str:
+    return label.replace("_", " ")  # casework types are ids: forced_labour
+
+
+def aggregate_charts(agg: Any) -> list[Chart]:
     """Bar charts of :class:`server.services.cases.Aggregates`.
 
     Per grouping (casework type, office): the mean change since intake per domain (drawn
@@ -587,17 +743,18 @@ def aggregate_charts(agg: Any) -> list[Any]:
     out = []
     for dimension, cells in (getattr(agg, "groups", None) or {}).items():
         bars = [
-            Bar(f"{c.label} · {domain_label(c.domain)}", c.mean, c.n, c.suppressed) for c in cells
+            Bar(f"{_group_label(c.label)} · {domain_label(c.domain)}", c.mean, c.n, c.suppressed)
+            for c in cells
         ]
         if bars:
             span = max([0.5, *(abs(b.value) for b in bars if b.value is not None)])
             out.append(
-                bar_chart(
+                _chart(
                     f"Mean change since intake, {_dimension_title(dimension)}",
                     bars,
+                    "{:+.2f}",
                     vmin=-span,
                     vmax=span,
-                    fmt="{:+.2f}",
                 )
             )
     for attr, title, kw in (
@@ -609,9 +766,11 @@ def aggregate_charts(agg: Any) -> list[Any]:
             dimension, _, label = c.label.partition(":")
             if not label:
                 dimension, label = "group", dimension
-            by_dim.setdefault(dimension, []).append(Bar(label, c.mean, c.n, c.suppressed))
+            by_dim.setdefault(dimension, []).append(
+                Bar(_group_label(label), c.mean, c.n, c.suppressed)
+            )
         for dimension, bars in by_dim.items():
-            out.append(bar_chart(f"{title}, {_dimension_title(dimension)}", bars, **kw))
+            out.append(_chart(f"{title}, {_dimension_title(dimension)}", bars, **kw))
     return out
 
 

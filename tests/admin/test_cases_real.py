@@ -270,3 +270,81 @@ def test_export_xlsx__streamed_from_a_temporary_file(
             (a.instance_id, d, s) for a in assessments for d, s in a.scores.items()
         ]
     assert _audited_rows(app) == [("web:manager", "xlsx", len(rows))]
+
+
+def _notice(page: str) -> str:
+    found = re.search(r'<p class="notice" role="status">(.*?)</p>', page, re.S)
+    assert found, "the page says nothing of what was done"
+    return found.group(1)
+
+
+def test_review_page__resolved_item__page_says_what_was_done(
+    client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    """Should confirm, on the review page the admin returns to, what became of the item."""
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}/review"
+    token = page_csrf(client, path)
+    item = caseload["orphan_item"]
+    resp = client.post(
+        f"{path}/{item}",
+        data={"csrf_token": token, "action": "link", "case_id": str(caseload["case"])},
+        follow_redirects=True,
+    )
+    assert resp.status_code == 200 and resp.request.path == path
+    assert _notice(resp.data.decode()) == f"Item #{item}: linked to case K-1."
+    assert 'role="status"' not in client.get(path).data.decode()  # said once
+
+
+def test_review_page__action_refused__error_page_leads_back_to_the_queue(
+    client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    """Should explain a refused action and link back to the review page, filters and all."""
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}/review"
+    token = page_csrf(client, path)
+    resp = client.post(
+        f"{path}/{caseload['orphan_item']}",
+        data={"csrf_token": token, "action": "link", "case_id": ""},
+        headers={"Referer": f"http://localhost{path}"},
+    )
+    page = resp.data.decode()
+    assert "Choose an existing case of this project" in page
+    assert f'<a id="back" href="{path}">' in page
+
+
+def test_review_page__conflict_and_mismatch__link_to_their_case(
+    app: Any, client: Any, world: World, caseload: dict[str, int]
+) -> None:
+    """Should let the manager open the case of a conflict (to compare the two assessments
+    before keeping one) and of a score mismatch (whose item names the assessment only)."""
+    from sqlalchemy import select
+
+    from server.models_cases import Assessment, ReviewItem
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        first = s.scalar(select(Assessment).where(Assessment.case_id == caseload["case"]))
+        s.add(
+            ReviewItem(
+                project_id=world.project_a,
+                kind="conflict",
+                assessment_id=first.id,
+                case_id=caseload["case"],
+                summary="Case K-1: two intake assessments",
+            )
+        )
+        s.add(
+            ReviewItem(
+                project_id=world.project_a,
+                kind="score_mismatch",
+                assessment_id=first.id,
+                summary="K-1: device scores differ",
+            )
+        )
+        s.commit()  # fmt: skip
+    login(client, "manager")
+    page = client.get(f"/admin/projects/{world.project_a}/review").data.decode()
+    case_url = f"/admin/projects/{world.project_a}/cases/{caseload['case']}"
+    for queue in ("conflicts", "score_mismatches"):
+        section = re.search(rf'<section class="queue" id="queue-{queue}">.*?</section>', page, re.S)
+        assert f'href="{case_url}"' in section.group(0), queue

@@ -268,3 +268,59 @@ def test_session__password_changed_or_too_old__signed_out(
                     method="pbkdf2:sha256:1000")  # fmt: skip
     db_session.commit()
     assert client.get("/admin/").status_code == 302
+
+
+def _status_notice(page: bytes) -> str:
+    found = re.search(rb'<p class="notice" role="status">(.*?)</p>', page, re.S)
+    assert found, "the page says nothing of what was done"
+    return found.group(1).decode()
+
+
+def test_form_state_set__project_page_says_what_it_means(client: Any, world: World) -> None:
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}"
+    token = page_csrf(client, path)
+    resp = client.post(
+        f"{path}/forms/household/state",
+        data={"csrf_token": token, "state": "closing"},
+        follow_redirects=True,
+    )
+    assert resp.request.path == path
+    assert _status_notice(resp.data) == (
+        "Form household is now closing: devices no longer download it; submissions of copies "
+        "already filled in are accepted."
+    )
+
+
+def test_app_user_revoked__project_page_confirms_it(client: Any, world: World) -> None:
+    login(client, "manager")
+    path = f"/admin/projects/{world.project_a}"
+    token = page_csrf(client, path)
+    client.post(f"{path}/app-users", data={"name": "Tablet 9", "csrf_token": token})
+    action = re.search(rb'action="([^"]+/revoke)"', client.get(path).data).group(1).decode()
+    resp = client.post(action, data={"csrf_token": token}, follow_redirects=True)
+    assert resp.request.path == path
+    assert _status_notice(resp.data).startswith("App user Tablet 9 is revoked")
+
+
+def test_impact__figures_readable_without_the_picture(
+    client: Any, cases: Any, world: World
+) -> None:
+    """Should give every chart's figures as a table (screen readers announce an SVG with
+    role="img" by its title alone, so the figures drawn in it are otherwise unreachable)."""
+    login(client, "viewer")
+    page = client.get(f"/admin/projects/{world.project_a}/impact").data.decode()
+    figures = re.findall(r'<figure class="chart-figure">(.*?)</figure>', page, re.S)
+    assert len(figures) == 4
+    tables = [re.search(r"<table[^>]*>.*?</table>", f, re.S) for f in figures]
+    assert all(tables), "a chart without its figures as a table"
+    rows = [
+        [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r)]
+        for r in re.findall(r"<tr>(.*?)</tr>", tables[0].group(0), re.S)
+    ]
+    assert rows == [
+        ["Group", "Figure", "Survivors"],
+        ["forced labour · Safety", "+0.80", "12"],
+        ["forced labour · Mental wellbeing", "+0.40", "12"],
+        ["csx · Safety", "suppressed", "fewer than 5, or hidden with a smaller group"],
+    ]

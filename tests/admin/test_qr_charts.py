@@ -49,3 +49,17 @@ def test_bar_chart__suppressed_bar_has_no_value() -> None:
     assert "3.00 (n=9)" in svg
     assert svg.count("suppressed to protect small groups") == 1
     assert "(n=2)" not in svg
+
+
+def test_bar_chart__label_too_long_for_any_chart__shortened_whole_in_its_tooltip() -> None:
+    """Should shorten a label longer than the widest label column (an office name typed on a
+    device) with an ellipsis, keeping it whole in the label's tooltip, escaped."""
+    import re
+
+    long = "Oficina <regional> " + "de atención a sobrevivientes " * 6
+    svg = str(bar_chart("T", [Bar(long, 1.0, 9), Bar("中文办公室 · Safety", 2.0, 9)]))
+    width = int(re.search(r'viewBox="0 0 (\d+) ', svg).group(1))
+    assert width <= 560 + 330 + 110
+    labels = re.findall(r'text-anchor="end">(.*?)</text>', svg)
+    assert labels[0].startswith("<title>Oficina &lt;regional&gt; de atención")
+    assert labels[0].endswith("…") and labels[1] == "中文办公室 · Safety"

@@ -89,3 +89,33 @@ def test_list_submissions__one_page__filter_and_limit_run_in_sql(
     assert len(statements) == 2  # count + page; the form came with the page's join
     assert all("json_array_length" in s for s in statements)
     assert "limit" in statements[1] and "offset" in statements[1]
+
+
+def test_submissions_page__more_than_a_page__older_ones_reachable_with_the_filter_kept(
+    app: Any, client: Any, world: World
+) -> None:
+    """Should let the admin page through every submission, not just the newest page: here 210
+    flagged ones among 220, followed from page to page with the flagged filter kept."""
+    import html
+    import re
+
+    from tests.admin.conftest import login
+
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        form = s.scalar(select(Form).where(Form.project_id == world.project_a))
+        for i in range(220):
+            flags = [FLAG_PLAINTEXT_FOR_ENCRYPTED_FORM] if i % 22 else []
+            add_submission(s, form, f"uuid:p-{i:03d}", flags=flags)
+        s.commit()
+    flagged = [f"uuid:p-{i:03d}" for i in reversed(range(220)) if i % 22]
+    login(client, "manager")
+    url: str | None = f"/admin/projects/{world.project_a}/submissions?flagged=1"
+    seen: list[str] = []
+    while url:
+        page = client.get(url).data.decode()
+        assert "210 submission(s)" in page
+        assert re.search(r'name="flagged" value="1" checked', page)  # the filter stays
+        seen += re.findall(r"<code>(uuid:p-\d+)</code>", page)
+        found = re.search(r'<a href="([^"]+)">Next page<', page)
+        url = html.unescape(found.group(1)) if found else None
+    assert seen == flagged

@@ -168,3 +168,24 @@ def test_other_pages__render_for_screenshots(browser: Any, live: Any) -> None:
     click_and_wait(browser, browser.find_element(By.XPATH, "//button[contains(., 'QR code')]"))
     assert browser.find_elements(By.CSS_SELECTOR, "figure.qr svg")
     screenshot(browser, "11-app-user-qr")
+
+
+#: the texts of every chart on the page that stick out of their chart's drawing area
+TEXTS_OUTSIDE_THEIR_CHART = """
+return [...document.querySelectorAll('svg.chart text')].filter(t => {
+  const box = t.getBoundingClientRect(), chart = t.ownerSVGElement.getBoundingClientRect();
+  return box.left < chart.left - 0.5 || box.right > chart.right + 0.5
+    || box.top < chart.top - 0.5 || box.bottom > chart.bottom + 0.5;
+}).map(t => t.textContent);
+"""
+
+
+def test_charts__every_label_whole_inside_its_chart(browser: Any, live: Any) -> None:
+    """Should draw every group and domain name whole: the impact charts cut off the start of
+    long ones ("… Economic Empowerment & Education" without its group), leaving a row of
+    figures nobody can attribute."""
+    sign_in(browser, live, "viewer")
+    pid = live.project_id
+    for path in ("impact", f"cases/{live.ids['K-0001']}"):
+        browser.get(f"{live.url}/admin/projects/{pid}/{path}")
+        assert browser.execute_script(TEXTS_OUTSIDE_THEIR_CHART) == [], path

@@ -16,10 +16,21 @@ def _row(page: str, table: str, domain: str) -> str:
     return re.search(rf'<tr data-domain="{domain}"[^>]*>.*?</tr>', body, re.S).group(0)
 
 
-def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner, app, client):
+def _sign_in_reader(app, client, case_code: str) -> int:
+    """Sign in as a new admin ``reader``; the id of the case ``case_code``."""
     from server.models_cases import Case
     from server.services.users import create_web_user
 
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        create_web_user(s, "reader", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
+                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
+        case_id = s.query(Case.id).filter_by(case_code=case_code).scalar()
+        s.commit()
+    login(client, "reader")
+    return case_id
+
+
+def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner, app, client):
     r = field.report
     ent = str(uuid.uuid4())
     intake = ratings_for(
@@ -35,13 +46,7 @@ def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner,
     result = runner.invoke("reconcile", "--project", str(field.project_id), "--passphrase-file",
                            str(field.passphrase_file), "--once")  # fmt: skip
     assert result.exit_code == 0, result.output
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        create_web_user(s, "reader", PASSWORD, role="admin", realm=app.config["DIGEST_REALM"],
-                        method=app.config["PASSWORD_HASH_METHOD"])  # fmt: skip
-        case_id = s.query(Case.id).filter_by(case_code="KE-0100").scalar()
-        s.commit()
-
-    login(client, "reader")
+    case_id = _sign_in_reader(app, client, "KE-0100")
     page = client.get(f"/admin/projects/{field.project_id}/cases/{case_id}").data.decode()
     assert "None" not in page
 
@@ -77,3 +82,40 @@ def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner,
     # the chart: a line per domain through both assessments
     lines = re.findall(r'<polyline class="series-line" data-domain="[^"]+" points="([^"]+)"', page)
     assert len(lines) == len(first) and all(len(p.split()) == 2 for p in lines)
+
+
+def test_case_page__notes__shown_with_their_case_refused_with_a_way_back_while_locked(
+    field, reconcile, app, client
+):
+    """Should show decrypted notes under the case and assessment they belong to, with the
+    domain's name and a link back to the case; while the key is locked, refuse clearly and
+    lead back to the case."""
+    from tests.admin.conftest import page_csrf
+    from tests.cases.conftest import PASSPHRASE
+
+    field.send(case_code="KE-0200", point="intake", date="2026-03-02",
+               ratings=ratings_for(field.report, "2"), entity_id=str(uuid.uuid4()),
+               notes={"SAF": "fictional note <i>kept as text</i>"})  # fmt: skip
+    reconcile()
+    case_id = _sign_in_reader(app, client, "KE-0200")
+    case_page = f"/admin/projects/{field.project_id}/cases/{case_id}"
+    page = client.get(case_page).data.decode()
+    action = re.search(r'action="([^"]+/notes)"', page).group(1)
+    token = page_csrf(client, case_page)
+    came_from = {"Referer": f"http://localhost{case_page}"}
+
+    locked = client.post(action, data={"csrf_token": token}, headers=came_from)
+    assert locked.status_code == 409
+    assert "key is locked" in locked.data.decode()
+    assert f'<a id="back" href="{case_page}">' in locked.data.decode()
+
+    unlocked = client.post(
+        f"/admin/projects/{field.project_id}/key/unlock",
+        data={"csrf_token": token, "passphrase": PASSPHRASE},
+    )
+    assert unlocked.status_code == 200
+    notes = client.post(action, data={"csrf_token": token}, headers=came_from).data.decode()
+    heading = re.search(r"<h1>(.*?)</h1>", notes, re.S).group(1)
+    assert "KE-0200" in heading and "2026-03-02" in heading and "intake" in heading
+    assert "<dt>Safety note</dt><dd>fictional note &lt;i&gt;kept as text&lt;/i&gt;</dd>" in notes
+    assert f'href="{case_page}"' in notes.split("</header>")[1]
