@@ -17,6 +17,8 @@ from markupsafe import Markup
 PALETTE = ["#1b4f72", "#b03a2e", "#1e8449", "#7d3c98", "#b9770e", "#2e4053", "#117a65"]
 DASHES = ["", "6 3", "2 3", "8 3 2 3", "10 4", "1 2", "4 4 1 4"]
 SCALE_MIN, SCALE_MAX = 1.0, 4.0
+SLANT_DEGREES = 40
+_MIN_SLANTED_STEP = 24  # px between slanted dates: their lines of text stay ~15 px apart
 
 
 @dataclasses.dataclass(slots=True)
@@ -86,10 +88,14 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
     n = max(len(labels), 1)
     # the legend on the right is as wide as the longest domain name
     left, top, plot_w, plot_h = 48, 36, 512, 240
+    # a survivor seen for years has many assessments: the plot widens so that the dates keep
+    # apart, and they slant once side by side they would run into each other
+    plot_w = max(plot_w, (n - 1) * _MIN_SLANTED_STEP)
     right = max(360, round(max((text_width(name) for name in data), default=0) + 96))
-    width = left + plot_w + right
-    height = top + plot_h + 56
     step = plot_w / max(n - 1, 1)
+    slant = n > 1 and step < max(text_width(lab) for lab in labels) + 8
+    width = left + plot_w + right
+    height = top + plot_h + (96 if slant else 56)
 
     def x(i: int) -> float:
         return left + (i * step if n > 1 else plot_w / 2)
@@ -122,9 +128,14 @@ def trend_chart(series: Any, *, title: str = "Domain scores over time") -> Marku
         f"score (1 = most vulnerable, 4 = least)</text>"
     )
     for i, lab in enumerate(labels):
+        ly = top + plot_h + 18
+        turn = (
+            f' text-anchor="end" transform="rotate(-{SLANT_DEGREES} {x(i):.1f} {ly})"'
+            if slant
+            else ' text-anchor="middle"'
+        )
         parts.append(
-            f'<text class="axis-label" x="{x(i):.1f}" y="{top + plot_h + 18}" '
-            f'text-anchor="middle">{escape(lab)}</text>'
+            f'<text class="axis-label x-label" x="{x(i):.1f}" y="{ly}"{turn}>{escape(lab)}</text>'
         )
     for k, (name, points) in enumerate(data.items()):
         color, dash = PALETTE[k % len(PALETTE)], DASHES[k % len(DASHES)]

@@ -63,3 +63,37 @@ def test_bar_chart__label_too_long_for_any_chart__shortened_whole_in_its_tooltip
     labels = re.findall(r'text-anchor="end">(.*?)</text>', svg)
     assert labels[0].startswith("<title>Oficina &lt;regional&gt; de atención")
     assert labels[0].endswith("…") and labels[1] == "中文办公室 · Safety"
+
+
+def test_trend_chart__many_assessments__date_labels_never_overlap() -> None:
+    """Should keep every date readable for a survivor assessed for years (intake, 6 months,
+    then yearly: 9 and 30 assessments). Side by side, 9 dates on 512 px ran into each other."""
+    import datetime as dt
+    import itertools
+    import math
+    import re
+
+    from server.views.admin_charts import text_width
+
+    for count in (3, 9, 30):
+        dates = [dt.date(2020, 1, 1) + dt.timedelta(days=365 * i) for i in range(count)]
+        svg = str(trend_chart({"Safety": [(d, 2.5) for d in dates]}))
+        labels = [
+            (x, "transform=" in attrs, lab)
+            for x, attrs, lab in re.findall(
+                r'<text class="axis-label x-label" x="([\d.]+)"([^>]*)>([^<]+)<', svg
+            )
+        ]
+        assert [lab for _x, _t, lab in labels] == [d.isoformat() for d in dates]
+        xs = [float(x) for x, _t, _lab in labels]
+        step = min(b - a for a, b in itertools.pairwise(xs))
+        slanted = {t for _x, t, _lab in labels}
+        assert len(slanted) == 1
+        if slanted == {True}:  # parallel slanted lines of text, one font height apart at least
+            assert step * math.sin(math.radians(40)) >= 14
+        else:
+            assert step >= text_width("2020-01-01") + 8
+        width, height = map(float, re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())
+        assert max(xs) < width
+        if slanted == {True}:  # the slanted dates fit under the plot
+            assert height >= 36 + 240 + 18 + text_width("2020-01-01") * math.sin(math.radians(40))
