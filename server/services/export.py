@@ -89,6 +89,7 @@ def _text(value: str) -> str:
 
 
 def _fmt(value: Any) -> Any:
+    """A CSV field: dates in ISO form, nothing at all for a missing value."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -96,6 +97,23 @@ def _fmt(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value)
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _cell(value: Any) -> Any:
+    """An XLSX cell: dates stay dates (a date cell, yyyy-mm-dd) and numbers numbers, so a
+    spreadsheet sorts, filters and averages them; a missing value is an empty cell."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, str):
+        return _text(value)
+    return value
+
+
+def _rating(value: Any) -> Any:
+    """A rating as the number it is ("3", the "88"/"99" codes), as the CSV reads it too."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
 def _wide_columns(session: Session, project_id: int) -> tuple[list[str], list[str]]:
@@ -131,18 +149,17 @@ def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any
                 domains += [d for d in a.scores if d not in domains]
                 subs += sorted(s for s in a.ratings if s not in subs)
                 yield [*_BASE, *(f"score_{d}" for d in domains), *(f"rating_{s}" for s in subs)]
-            yield (
-                [_fmt(v) for v in base]
-                + [_fmt(a.scores.get(d)) for d in domains]
-                + [_fmt(a.ratings.get(s)) for s in subs]
-            )
+            yield [
+                *base,
+                *(a.scores.get(d) for d in domains),
+                *(_rating(a.ratings.get(s)) for s in subs),
+            ]
         else:
             if domains is None:
                 domains = []
                 yield LONG_COLUMNS
             for domain, score in a.scores.items():
-                row = [*base[:7], domain, score, base[7]]
-                yield [_fmt(v) for v in row]
+                yield [*base[:7], domain, score, base[7]]
     if domains is None:
         yield [*_BASE, "score"] if wide else LONG_COLUMNS
 
@@ -153,7 +170,7 @@ def _csv_chunks(session: Session, project_id: int, wide: bool) -> Iterator[tuple
     writer = csv.writer(buf)
     count = -1  # the header is not a data row
     for record in _records(session, project_id, wide):
-        writer.writerow(record)
+        writer.writerow([_fmt(v) for v in record])
         count += 1
         if count and count % _CHUNK == 0:
             yield buf.getvalue().encode("utf-8"), count
@@ -192,7 +209,7 @@ def export_cases(
             if used == XLSX_MAX_ROWS:  # full: go on on a new sheet, never past Excel's limit
                 ws, used = wb.create_sheet(f"{_SHEET} ({len(wb.worksheets) + 1})"), 1
                 ws.append(header)
-            ws.append(record)
+            ws.append([_cell(v) for v in record])
             used += 1
             count += 1
             if progress and count % _CHUNK == 0:

@@ -256,7 +256,9 @@ def test_export_xlsx__streamed_from_a_temporary_file(
     workbook = load_workbook(io.BytesIO(data), read_only=True)
     rows = list(workbook["assessments"].iter_rows(values_only=True))
     workbook.close()
-    header, rows = rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    # an empty cell at the end of a row is not written, so a read-only sheet gives a shorter row
+    header = rows[0]
+    rows = [dict(zip(header, r + (None,) * (len(header) - len(r)), strict=True)) for r in rows[1:]]
     assessments = _assessments(app, world.project_a)
     if wide:
         assert [(r["case_code"], r["instance_id"], r["collection_point"]) for r in rows] == [

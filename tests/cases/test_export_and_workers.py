@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import threading
 import uuid
@@ -167,9 +168,12 @@ def test_export_xlsx__more_rows_than_a_sheet_holds__continues_on_new_sheets(
 
 
 def _cell(value):
-    """A spreadsheet cell and a CSV field compared alike (Excel keeps 1.0 as the number 1)."""
+    """A spreadsheet cell and a CSV field compared alike (Excel keeps 1.0 as the number 1; a
+    date cell reads back as midnight of that day, the CSV has the ISO date)."""
     if value is None or value == "":
         return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
     try:
         return float(value)
     except (TypeError, ValueError):
