@@ -378,6 +378,7 @@ def export_cases_command(project_id: int, fmt: str, wide: bool, out_file: Path) 
             get_project(session, project_id)  # no file for a project that is not there
         except ServerError as err:
             raise click.ClickException(str(err)) from err
+        session.rollback()  # not idle in a transaction while the export runs (the audit's)
         begin_snapshot(snapshot)  # the rows counted (stdout) or written are the rows audited
         if to_stdout:  # audited before the first byte leaves, as the web download
             audited(session, count_rows(snapshot, project_id, wide=wide))

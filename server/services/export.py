@@ -61,7 +61,11 @@ def _rows(session: Session, project_id: int) -> Iterator[Any]:
         ),
         project_id,
     ).order_by(Case.case_code, Assessment.assessment_date, Assessment.id)  # fmt: skip
-    yield from session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
+    result = session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
+    try:
+        yield from result
+    finally:  # also when the export stops midway: the server-side cursor is closed at once
+        result.close()
 
 
 def count_rows(session: Session, project_id: int, *, wide: bool = False) -> int:

@@ -35,7 +35,7 @@ def _fail_after_rows(monkeypatch, n: int, error: BaseException) -> None:
     rows = export._rows
 
     def breaking(*args, **kwargs):
-        for i, row in enumerate(rows(*args, **kwargs)):
+        for i, row in enumerate(rows(*args, **kwargs)):  # left unclosed, as a real failure
             if i == n:
                 raise error
             yield row
