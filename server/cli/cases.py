@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -355,34 +356,85 @@ def export_group() -> None:
 @click.option(
     "--wide", is_flag=True, help="One row per assessment instead of per assessment x domain."
 )
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="The file to write (readable by its owner only; an existing file is replaced once "
+    "the export is complete), or - for standard output (to pipe into gpg, say).",
+)
 def export_cases_command(project_id: int, fmt: str, wide: bool, out_file: Path) -> None:
-    """Write the project's assessments (long format by default)."""
+    """Write the project's assessments (long format by default).
+
+    The file appears only when it is complete: until then the rows go to a hidden
+    ``.NAME.*.part`` file beside it, removed if the export stops (Ctrl-C, a lost database
+    connection). Each export is recorded in the audit log (``export.file``).
+    """
+    from server.db import begin_snapshot
     from server.errors import ServerError
-    from server.services.export import export_cases
+    from server.services import audit
+    from server.services.export import count_rows, export_cases
     from server.services.projects import get_project
 
     app = _app()
     show = sys.stderr.isatty()
+    to_stdout = str(out_file) == "-"
 
     def progress(n: int) -> None:
         if show:
             click.echo(f"\r{n} rows", nl=False, err=True)
 
-    with _session(app) as session:
+    def audited(session: Any, rows: int) -> None:
+        audit.record(session, "cli", "export.file", f"project:{project_id}",
+                     fmt=fmt, wide=wide, rows=rows, out="-" if to_stdout else str(out_file))  # fmt: skip
+        session.commit()
+
+    with _session(app) as session, app.extensions["kintsugi.db"].sessionmaker() as snapshot:
         try:
             get_project(session, project_id)  # no file for a project that is not there
         except ServerError as err:
             raise click.ClickException(str(err)) from err
-        # survivor data: readable by its owner only (as backups), whatever the umask or an
-        # earlier file with the same name allowed
-        try:
-            fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as err:
-            raise click.ClickException(f"Cannot write {out_file}: {err.strerror or err}.") from err
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            rows = export_cases(session, project_id, fh, fmt=fmt, wide=wide, progress=progress)
+        session.rollback()  # not idle in a transaction while the export runs (the audit's)
+        begin_snapshot(snapshot)  # the rows counted (stdout) or written are the rows audited
+        if to_stdout:  # audited before the first byte leaves, as the web download
+            audited(session, count_rows(snapshot, project_id, wide=wide))
+            out = sys.stdout.buffer
+            rows = export_cases(snapshot, project_id, out, fmt=fmt, wide=wide, progress=progress)
+            out.flush()
+        else:
+            rows = _write_whole(
+                out_file,
+                lambda fh: export_cases(
+                    snapshot, project_id, fh, fmt=fmt, wide=wide, progress=progress
+                ),
+                before_rename=lambda n: audited(session, n),
+            )
     if show:
         click.echo("", err=True)
-    click.echo(f"wrote {rows} rows to {out_file}")
+    click.echo(f"wrote {rows} rows to {'standard output' if to_stdout else out_file}",
+               err=to_stdout)  # fmt: skip
+
+
+def _write_whole(path: Path, write: Any, before_rename: Any) -> int:
+    """Run ``write(fh)`` into a hidden temporary file beside ``path`` (owner-only, 0600: it
+    holds survivor data), then rename it to ``path``: the name never shows a partial export,
+    and an earlier file there stays whole until the new one is. Returns what ``write`` did."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as err:
+        raise click.ClickException(f"Cannot write {path}: {err.strerror or err}.") from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        before_rename(result)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
@@ -23,20 +24,19 @@ from server.models_cases import Assessment, AssessmentState, Case
 
 __all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases", "iter_csv"]
 
+#: the survivor's own rating of the domain beside the score, and whether the two are far
+#: enough apart for the case page to flag a gap (1/0; empty where the survivor gave none)
 LONG_COLUMNS = [
     "case_code", "instance_id", "assessment_date", "collection_point", "casework_type",
-    "office", "instrument_version", "domain", "score", "state",
+    "office", "instrument_version", "domain", "score", "state", "survivor_rating",
+    "survivor_gap", "case_status", "case_closed_on",
 ]  # fmt: skip
+#: the wide export's first columns; then score_<domain>, rating_<subdomain>,
+#: survivor_<domain> and survivor_gap_<domain>
 _BASE = [
-    "case_code",
-    "instance_id",
-    "assessment_date",
-    "collection_point",
-    "casework_type",
-    "office",
-    "instrument_version",
-    "state",
-]
+    "case_code", "instance_id", "assessment_date", "collection_point", "casework_type",
+    "office", "instrument_version", "state", "case_status", "case_closed_on",
+]  # fmt: skip
 _CHUNK = 1000
 XLSX_MAX_ROWS = 1_048_576  # Excel's rows per sheet, the header row included
 _SHEET = "assessments"
@@ -50,17 +50,22 @@ def _exported(stmt: Any, project_id: int) -> Any:
 
 def _rows(session: Session, project_id: int) -> Iterator[Any]:
     # plain columns, not ORM entities: a million rows never build a million Assessment objects
-    # (nor load device_scores, survivor_view, flags, which the export does not show)
+    # (nor load device_scores or anything the export does not show)
     stmt = _exported(
         select(
             Case.case_code, Assessment.instance_id, Assessment.assessment_date,
             Assessment.collection_point, Assessment.casework_type, Assessment.office,
-            Assessment.instrument_version, Assessment.state, Assessment.scores,
-            Assessment.ratings,
+            Assessment.instrument_version, Assessment.state,
+            Case.status.label("case_status"), Case.closed_at.label("case_closed_on"),
+            Assessment.scores, Assessment.ratings, Assessment.survivor_view, Assessment.flags,
         ),
         project_id,
     ).order_by(Case.case_code, Assessment.assessment_date, Assessment.id)  # fmt: skip
-    yield from session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
+    result = session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
+    try:
+        yield from result
+    finally:  # also when the export stops midway: the server-side cursor is closed at once
+        result.close()
 
 
 def count_rows(session: Session, project_id: int, *, wide: bool = False) -> int:
@@ -89,6 +94,7 @@ def _text(value: str) -> str:
 
 
 def _fmt(value: Any) -> Any:
+    """A CSV field: dates in ISO form, nothing at all for a missing value."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -96,6 +102,23 @@ def _fmt(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value)
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _cell(value: Any) -> Any:
+    """An XLSX cell: dates stay dates (a date cell, yyyy-mm-dd) and numbers numbers, so a
+    spreadsheet sorts, filters and averages them; a missing value is an empty cell."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, str):
+        return _text(value)
+    return value
+
+
+def _rating(value: Any) -> Any:
+    """A rating as the number it is ("3", the "88"/"99" codes), as the CSV reads it too."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
 def _wide_columns(session: Session, project_id: int) -> tuple[list[str], list[str]]:
@@ -120,31 +143,46 @@ def _wide_columns(session: Session, project_id: int) -> tuple[list[str], list[st
     return list(domains), list(subs)
 
 
+def _survivor(a: Any) -> tuple[dict[str, Any], Callable[[str], int | None]]:
+    """The survivor's ratings of ``a`` by domain, and per domain whether they make a gap."""
+    views = {d: _rating(v) for d, v in (a.survivor_view or {}).items() if v not in (None, "")}
+    gaps = {f.split(":", 1)[1] for f in a.flags or [] if f.startswith("survivor_gap:")}
+
+    def gap(domain: str) -> int | None:
+        if domain in gaps:
+            return 1
+        return 0 if domain in views and a.scores.get(domain) is not None else None
+
+    return views, gap
+
+
 def _records(session: Session, project_id: int, wide: bool) -> Iterator[list[Any]]:
-    domains: list[str] | None = None
-    known = _wide_columns(session, project_id) if wide else ([], [])  # before the stream opens
-    for a in _rows(session, project_id):
-        base = list(a[:8])
-        if wide:
-            if domains is None:
-                domains, subs = known
-                domains += [d for d in a.scores if d not in domains]
-                subs += sorted(s for s in a.ratings if s not in subs)
-                yield [*_BASE, *(f"score_{d}" for d in domains), *(f"rating_{s}" for s in subs)]
-            yield (
-                [_fmt(v) for v in base]
-                + [_fmt(a.scores.get(d)) for d in domains]
-                + [_fmt(a.ratings.get(s)) for s in subs]
-            )
-        else:
-            if domains is None:
-                domains = []
-                yield LONG_COLUMNS
+    """The header, then a record per row, values as they are (formatted per file format)."""
+    if not wide:
+        yield LONG_COLUMNS
+        for a in _rows(session, project_id):
+            views, gap = _survivor(a)
             for domain, score in a.scores.items():
-                row = [*base[:7], domain, score, base[7]]
-                yield [_fmt(v) for v in row]
-    if domains is None:
-        yield [*_BASE, "score"] if wide else LONG_COLUMNS
+                yield [*a[:7], domain, score, a.state, views.get(domain), gap(domain),
+                       a.case_status, a.case_closed_on]  # fmt: skip
+        return
+    domains, subs = _wide_columns(session, project_id)  # before the stream opens
+    rows = _rows(session, project_id)
+    first = next(rows, None)
+    if first is not None:  # a version no report describes (kept as a safety net)
+        domains += [d for d in first.scores if d not in domains]
+        subs += sorted(s for s in first.ratings if s not in subs)
+    yield [
+        *_BASE, *(f"score_{d}" for d in domains), *(f"rating_{s}" for s in subs),
+        *(f"survivor_{d}" for d in domains), *(f"survivor_gap_{d}" for d in domains),
+    ]  # fmt: skip
+    for a in itertools.chain([first] if first is not None else [], rows):
+        views, gap = _survivor(a)
+        yield [
+            *a[: len(_BASE)], *(a.scores.get(d) for d in domains),
+            *(_rating(a.ratings.get(s)) for s in subs),
+            *(views.get(d) for d in domains), *(gap(d) for d in domains),
+        ]  # fmt: skip
 
 
 def _csv_chunks(session: Session, project_id: int, wide: bool) -> Iterator[tuple[bytes, int]]:
@@ -153,7 +191,7 @@ def _csv_chunks(session: Session, project_id: int, wide: bool) -> Iterator[tuple
     writer = csv.writer(buf)
     count = -1  # the header is not a data row
     for record in _records(session, project_id, wide):
-        writer.writerow(record)
+        writer.writerow([_fmt(v) for v in record])
         count += 1
         if count and count % _CHUNK == 0:
             yield buf.getvalue().encode("utf-8"), count
@@ -192,7 +230,7 @@ def export_cases(
             if used == XLSX_MAX_ROWS:  # full: go on on a new sheet, never past Excel's limit
                 ws, used = wb.create_sheet(f"{_SHEET} ({len(wb.worksheets) + 1})"), 1
                 ws.append(header)
-            ws.append(record)
+            ws.append([_cell(v) for v in record])
             used += 1
             count += 1
             if progress and count % _CHUNK == 0:
