@@ -1232,14 +1232,26 @@ def _conflict_summary(case: Case, a: Assessment) -> str:
     )
 
 
+def _verdict(a: Assessment, active: list[Assessment]) -> tuple[str, Assessment | None]:
+    """How ``a`` joins a case whose active assessments are ``active``: ``"active"``,
+    ``"duplicate"`` of the clashing one (the same ratings sent twice: ignored) or
+    ``"conflict"`` with it (same collection point and date, other ratings: for review).
+    The one rule for the worker's batches (:func:`_place`) and for links made outside them
+    (:func:`settle_in_case`)."""
+    clash = _clash(a, active)
+    if clash is None:
+        return "active", None
+    return ("duplicate" if clash.ratings == a.ratings else "conflict"), clash
+
+
 def _place(batch: _Batch, a: Assessment, case: Case) -> None:
     """``a`` joins the case: active, a duplicate of the one it repeats, or a conflict."""
-    clash = _clash(a, batch.active[case])
-    if clash is None:
+    verdict, clash = _verdict(a, batch.active[case])
+    if verdict == "active":
         a.state = AssessmentState.ACTIVE
         batch.active[case].append(a)
-    elif clash.ratings == a.ratings:
-        batch.supersede(a, clash)  # the same assessment sent twice: ignored
+    elif verdict == "duplicate":
+        batch.supersede(a, clash)
         a.flags = [*a.flags, "duplicate"]
     else:
         a.state = AssessmentState.CONFLICT
@@ -1268,14 +1280,14 @@ def settle_in_case(session: Session, a: Assessment, case: Case) -> str:
             )
         )
     )
-    clash = _clash(a, active)
-    if clash is None:
+    verdict, clash = _verdict(a, active)
+    if verdict == "active":
         a.state = AssessmentState.ACTIVE
-        return "active"
-    if clash.ratings == a.ratings:
+        return verdict
+    if verdict == "duplicate":
         a.state, a.superseded_by_id = AssessmentState.SUPERSEDED, clash.id
         a.flags = [*a.flags, "duplicate"]
-        return "duplicate"
+        return verdict
     a.state = AssessmentState.CONFLICT
     if (
         session.scalar(
