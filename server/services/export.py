@@ -104,15 +104,21 @@ def _fmt(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: Any, sheet: Any) -> Any:
     """An XLSX cell: dates stay dates (a date cell, yyyy-mm-dd) and numbers numbers, so a
-    spreadsheet sorts, filters and averages them; a missing value is an empty cell."""
+    spreadsheet sorts, filters and averages them; a missing value is an empty cell. Text is
+    kept as sent: a cell typed as text is never run, so one starting with ``=`` (which
+    openpyxl would write as a formula) is typed text explicitly, with no apostrophe added."""
     if value is None or value == "":
         return None
     if isinstance(value, float):
         return round(value, 4)
-    if isinstance(value, str):
-        return _text(value)
+    if isinstance(value, str) and value.startswith("="):
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(sheet, value)
+        cell.data_type = "s"
+        return cell
     return value
 
 
@@ -230,7 +236,7 @@ def export_cases(
             if used == XLSX_MAX_ROWS:  # full: go on on a new sheet, never past Excel's limit
                 ws, used = wb.create_sheet(f"{_SHEET} ({len(wb.worksheets) + 1})"), 1
                 ws.append(header)
-            ws.append([_cell(v) for v in record])
+            ws.append([_cell(v, ws) for v in record])
             used += 1
             count += 1
             if progress and count % _CHUNK == 0:

@@ -261,6 +261,7 @@ def test_export__case_code_sent_by_a_device__never_a_spreadsheet_formula(
     sheet = load_workbook(io.BytesIO(data)).worksheets[0]
     cell = sheet.cell(row=2, column=1)
     assert cell.data_type != "f", f"live formula in the export: {cell.value!r}"
+    assert cell.value == code  # text typed as text: kept as the device sent it
 
     resp = admin_api("GET", "/export?format=csv&wide=1")
     text = resp.get_data(as_text=True)
