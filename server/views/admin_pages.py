@@ -443,9 +443,7 @@ def _pager(endpoint: str, offset: int, size: int, total: int, **view_args: Any) 
 @page(MANAGER)
 def key(db: Session, user: WebUser, project_id: int) -> Any:
     p = _project_ctx(db, project_id)
-    return render_template(
-        "admin/key.html", user=user, project=p, key=core.key_status(db, p), message=None
-    )
+    return render_template("admin/key.html", user=user, project=p, key=core.key_status(db, p))
 
 
 @bp.post("/projects/<int:project_id>/key/<action>")
@@ -454,7 +452,6 @@ def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
     p = core._encrypted_project(db, project_id)
     custody = core.service("custody")
     passphrase = request.form.get("passphrase", "").encode("utf-8")
-    message = None
     if action == "unlock":
         custody.refuse_guessing(
             db, p.id, limit=current_app.config["UNLOCK_FAIL_LIMIT"],
@@ -483,9 +480,9 @@ def key_action(db: Session, user: WebUser, project_id: int, action: str) -> Any:
     else:
         raise NotFoundError("Unknown key action.")
     db.commit()
-    return render_template(
-        "admin/key.html", user=user, project=p, key=core.key_status(db, p), message=message
-    )
+    # post/redirect/get: reloading the page must not send the passphrase form again
+    flash(message)
+    return redirect(url_for("admin.key", project_id=p.id))
 
 
 # ---------------------------------------------------------------- cases

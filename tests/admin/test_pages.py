@@ -223,7 +223,9 @@ def test_key__wrong_passphrase__message_and_still_locked(
         f"/admin/projects/{pid}/key/unlock",
         data={"csrf_token": token, "passphrase": "correct passphrase"},
     )
-    assert ok.status_code == 200 and b"Key unlocked" in ok.data
+    # post/redirect/get: a reload of the page shows it, never sends the passphrase again
+    assert ok.status_code == 302 and ok.headers["Location"] == f"/admin/projects/{pid}/key"
+    assert b"Key unlocked" in client.get(ok.headers["Location"]).data
     assert cases.unlocked == {pid}
 
 

@@ -113,7 +113,7 @@ def test_case_page__notes__shown_with_their_case_refused_with_a_way_back_while_l
         f"/admin/projects/{field.project_id}/key/unlock",
         data={"csrf_token": token, "passphrase": PASSPHRASE},
     )
-    assert unlocked.status_code == 200
+    assert unlocked.status_code == 302
     notes = client.post(action, data={"csrf_token": token}, headers=came_from).data.decode()
     heading = re.search(r"<h1>(.*?)</h1>", notes, re.S).group(1)
     assert "KE-0200" in heading and "2026-03-02" in heading and "intake" in heading

@@ -166,13 +166,17 @@ def test_key_page__unlock_and_lock__honest_messages(field, world, client, db_ses
     login(client, "admin")
     token = page_csrf(client, f"/admin/projects/{pid}/key")
     ok = client.post(
-        f"/admin/projects/{pid}/key/unlock", data={"csrf_token": token, "passphrase": PASSPHRASE}
-    )
+        f"/admin/projects/{pid}/key/unlock", data={"csrf_token": token, "passphrase": PASSPHRASE},
+        follow_redirects=True,
+    )  # fmt: skip
+    assert [r.status_code for r in ok.history] == [302]  # a reload does not post again
     page = ok.data.decode()
     assert "Key unlocked. 1 submission(s) wait for decryption" in page
     assert "the reconciliation worker (kintsugi reconcile) decrypts them" in page
     assert "will now be decrypted" not in page
-    locked = client.post(f"/admin/projects/{pid}/key/lock", data={"csrf_token": token})
+    locked = client.post(
+        f"/admin/projects/{pid}/key/lock", data={"csrf_token": token}, follow_redirects=True
+    )
     page = locked.data.decode()
     assert "Key locked everywhere" in page
     assert "locked by an admin</span> since" in page
