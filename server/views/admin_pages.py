@@ -366,9 +366,16 @@ def app_user_create(db: Session, user: WebUser, project_id: int) -> Any:
 @bp.post("/projects/<int:project_id>/app-users/<int:user_id>/revoke")
 @page(MANAGER)
 def app_user_revoke(db: Session, user: WebUser, project_id: int, user_id: int) -> Any:
+    from marshmallow import ValidationError
+
     from server.services.users import revoke_app_user
 
     au = core._app_user(db, project_id, user_id)
+    if request.form.get("confirm") != "yes":  # one click must not cut a tablet off for good
+        raise ValidationError({"confirm": [
+            f"Tick the box to confirm: {au.display_name}'s QR code stops working for good, and "
+            "the device needs a new app user to send again."
+        ]})  # fmt: skip
     revoke_app_user(db, au.id, actor=core.actor(user))
     db.commit()
     flash(

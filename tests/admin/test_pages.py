@@ -300,7 +300,13 @@ def test_app_user_revoked__project_page_confirms_it(client: Any, world: World) -
     token = page_csrf(client, path)
     client.post(f"{path}/app-users", data={"name": "Tablet 9", "csrf_token": token})
     action = re.search(rb'action="([^"]+/revoke)"', client.get(path).data).group(1).decode()
-    resp = client.post(action, data={"csrf_token": token}, follow_redirects=True)
+    unconfirmed = client.post(action, data={"csrf_token": token})  # a stray click
+    assert unconfirmed.status_code == 400
+    assert "Tick the box to confirm: Tablet 9&#39;s QR code stops working" in (
+        unconfirmed.data.decode()
+    )
+    assert b'<span class="badge ok">active</span>' in client.get(path).data
+    resp = client.post(action, data={"csrf_token": token, "confirm": "yes"}, follow_redirects=True)
     assert resp.request.path == path
     assert _status_notice(resp.data).startswith("App user Tablet 9 is revoked")
 
