@@ -332,3 +332,21 @@ def get_version(form: Form, md5: str | None = None) -> FormVersion:
     if current is None:
         raise NotFoundError("The form has no published version.")
     return current
+
+
+def caseload_choices(session: Session, project_id: int) -> dict[str, list[str]]:
+    """The offices and casework types the project's published forms offer (the values a
+    device can send), in first-published order: the caseload page's filter choices."""
+    reports = session.scalars(
+        select(FormVersion.report)
+        .join(Form, Form.id == FormVersion.form_id)
+        .where(Form.project_id == project_id, FormVersion.report.is_not(None))
+        .order_by(FormVersion.id)
+    )
+    choices: dict[str, list[str]] = {"office": [], "casework_type": []}
+    for report in reports:
+        for key, field_name in (("offices", "office"), ("casework_types", "casework_type")):
+            for value in (report or {}).get(key) or []:
+                if value not in choices[field_name]:
+                    choices[field_name].append(value)
+    return choices

@@ -523,9 +523,12 @@ def cases(db: Session, user: WebUser, project_id: int) -> Any:
     items, total = core.service("cases").list_cases(
         db, p.id, **filters, limit=CASES_PER_PAGE, offset=offset
     )
+    from server.services.forms import caseload_choices
+
     return render_template(
         "admin/cases.html", user=user, project=p, cases=items, total=total, filters=filters,
         pager=_pager("admin.cases", offset, CASES_PER_PAGE, total, project_id=p.id),
+        choices=caseload_choices(db, p.id),
     )  # fmt: skip
 
 

@@ -119,3 +119,24 @@ def test_case_page__notes__shown_with_their_case_refused_with_a_way_back_while_l
     assert "KE-0200" in heading and "2026-03-02" in heading and "intake" in heading
     assert "<dt>Safety note</dt><dd>fictional note &lt;i&gt;kept as text&lt;/i&gt;</dd>" in notes
     assert f'href="{case_page}"' in notes.split("</header>")[1]
+
+
+def test_caseload_page__office_and_casework_filters__chosen_from_what_forms_offer(
+    field, reconcile, app, client
+):
+    """Should offer the offices and casework types the published forms offer as choices (a
+    typed office had to match exactly, case and underscores included), and filter by them."""
+    r = field.report
+    field.send(case_code="KE-0700", point="intake", date="2026-01-10", entity_id=str(uuid.uuid4()),
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    reconcile()
+    _sign_in_reader(app, client, "KE-0700")
+    base = f"/admin/projects/{field.project_id}/cases"
+    page = client.get(base).data.decode()
+    for name, values in (("office", r["offices"]), ("casework_type", r["casework_types"])):
+        select = re.search(rf'<select name="{name}">(.*?)</select>', page, re.S).group(1)
+        assert re.findall(r'<option value="([^"]*)"', select) == ["", *values]
+    assert len(r["offices"]) > 1  # the case is in the first office; the second has none
+    first = client.get(f"{base}?office={r['offices'][0]}").data.decode()
+    assert "KE-0700" in first and f'<option value="{r["offices"][0]}" selected>' in first
+    assert "KE-0700" not in client.get(f"{base}?office={r['offices'][1]}").data.decode()
