@@ -588,8 +588,16 @@ def setup_command(demo: bool) -> None:
                 method=app.config["PASSWORD_HASH_METHOD"],
                 actor="setup",
             )
+            # the password file first: should it fail (a read-only var/), nothing is committed
+            # and a re-run starts again, instead of an admin whose password nobody has
+            try:
+                _write_secret(var_dir / "admin-password.txt", password + "\n")
+            except OSError as err:
+                raise click.ClickException(
+                    f"Cannot write {var_dir / 'admin-password.txt'} ({err.strerror or err}): "
+                    "no admin was created. Make that path a writable file, then run setup again."
+                ) from err
             session.commit()
-            _write_secret(var_dir / "admin-password.txt", password + "\n")
             click.echo(f"admin user: admin  password (shown once): {password}")
             click.echo(f"  (also written to {var_dir / 'admin-password.txt'}, mode 0600)")
         else:

@@ -142,6 +142,24 @@ def test_setup__twice__creates_admin_once_secret_file_0600(runner, app_config, d
     assert db_session.scalar(select(func.count(WebUser.id))) == 1
 
 
+def test_setup__password_file_cannot_be_written__no_admin_without_a_password(
+    runner, app_config, db_session
+):
+    """Should not leave an admin whose password nobody has: when var/admin-password.txt
+    cannot be written, setup fails before committing, and a re-run creates the admin."""
+    var = Path(app_config["VAR_DIR"])
+    var.mkdir(parents=True, exist_ok=True)
+    (var / "admin-password.txt").mkdir()  # a folder where the file should go
+    failed = runner.invoke("setup")
+    assert failed.exit_code == 1
+    assert "admin-password.txt (Is a directory): no admin was created" in failed.output
+    assert db_session.scalar(select(func.count(WebUser.id))) == 0
+    (var / "admin-password.txt").rmdir()
+    again = _ok(runner.invoke("setup"))
+    assert (var / "admin-password.txt").read_text().strip() in again
+    assert db_session.scalar(select(func.count(WebUser.id))) == 1
+
+
 def test_setup_demo__twice__idempotent_with_collect_url(
     runner, app_config, db_session, client, tmp_path
 ):
