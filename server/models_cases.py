@@ -19,11 +19,23 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, utcnow
+
+
+def day_rank(collection_point: str | None) -> int:
+    """Order of assessments made on one date: the intake first, the closure last, others
+    between (then by arrival), whatever order the devices sent them in."""
+    return 0 if collection_point == "intake" else 2 if collection_point == "closure" else 1
+
+
+def day_rank_sql(column: Any) -> Any:
+    """:func:`day_rank` as an SQL expression of a collection-point ``column``."""
+    return case((column == "intake", 0), (column == "closure", 2), else_=1)
 
 
 class CaseStatus:

@@ -20,7 +20,7 @@ from form_compiler.instance import read_assessment
 from server.errors import KeyLockedError, NotFoundError, ServerError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionStatus
 from server.models_cases import Assessment as AssessmentRow
-from server.models_cases import AssessmentState, Case, CaseStatus
+from server.models_cases import AssessmentState, Case, CaseStatus, day_rank_sql
 from server.models_cases import ReviewItem as ReviewRow
 from server.services import audit
 
@@ -265,7 +265,11 @@ def get_case(session: Session, case_id: int, *, today: dt.date | None = None) ->
         session.scalars(
             select(AssessmentRow)
             .where(AssessmentRow.case_id == case_id)
-            .order_by(AssessmentRow.assessment_date, AssessmentRow.id)
+            .order_by(
+                AssessmentRow.assessment_date,
+                day_rank_sql(AssessmentRow.collection_point),
+                AssessmentRow.id,
+            )
         )
     )
     base = _summary(case, today)

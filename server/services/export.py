@@ -20,7 +20,7 @@ from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from server.models import Form, FormVersion
-from server.models_cases import Assessment, AssessmentState, Case
+from server.models_cases import Assessment, AssessmentState, Case, day_rank_sql
 
 __all__ = ["LONG_COLUMNS", "XLSX_MAX_ROWS", "count_rows", "export_cases", "iter_csv"]
 
@@ -60,7 +60,10 @@ def _rows(session: Session, project_id: int) -> Iterator[Any]:
             Assessment.scores, Assessment.ratings, Assessment.survivor_view, Assessment.flags,
         ),
         project_id,
-    ).order_by(Case.case_code, Assessment.assessment_date, Assessment.id)  # fmt: skip
+    ).order_by(
+        Case.case_code, Assessment.assessment_date, day_rank_sql(Assessment.collection_point),
+        Assessment.id,
+    )  # fmt: skip
     result = session.execute(stmt.execution_options(yield_per=_CHUNK, stream_results=True))
     try:
         yield from result

@@ -53,7 +53,14 @@ from server.models import (
     Submission,
     SubmissionAttachment,
 )
-from server.models_cases import Assessment, AssessmentState, Case, CaseStatus, ReviewItem
+from server.models_cases import (
+    Assessment,
+    AssessmentState,
+    Case,
+    CaseStatus,
+    ReviewItem,
+    day_rank,
+)
 from server.services import audit, custody
 from server.services.entity_versions import (
     EntityBook,
@@ -1381,12 +1388,14 @@ def _link_orphan(orphan: Assessment, case: Case, item: ReviewItem | None) -> Non
 
 
 def _ordered(rows: list[Assessment], seq: dict[Assessment, int]) -> list[Assessment]:
-    """By assessment date (undated last, as PostgreSQL sorts NULL), then arrival."""
+    """By assessment date (undated last, as PostgreSQL sorts NULL), on one date the intake
+    first and the closure last (:func:`day_rank`), then arrival."""
     return sorted(
         rows,
         key=lambda r: (
             r.assessment_date is None,
             r.assessment_date or dt.date.min,
+            day_rank(r.collection_point),
             r.id if r.id is not None else 2**62 + seq.get(r, 0),
         ),
     )

@@ -277,7 +277,9 @@ def test_case_page__chart_line_breaks_where_a_domain_was_not_scored(
     assert [v for _, v in detail["series"]["SAF"]] == [2.0, None, 3.0]
     login(client, "lead")
     page = client.get(f"/admin/projects/{field.project_id}/cases/{row['id']}").data.decode()
-    gap_x = float(re.search(r'<text class="axis-label" x="([0-9.]+)"[^>]*>2025-07-10<', page)[1])
+    gap_x = float(
+        re.search(r'<text class="axis-label x-label" x="([0-9.]+)"[^>]*>2025-07-10<', page)[1]
+    )
     lines = re.findall(r'<polyline class="series-line" data-domain="Safety" points="([^"]+)"', page)
     segments = [
         (float(a.split(",")[0]), float(b.split(",")[0]))

@@ -247,3 +247,23 @@ def test_edit_of_an_orphan__replaces_it__one_assessment_joins_the_case(
     assert by_iid[original].state == "superseded"
     assert by_iid[original].superseded_by_id == by_iid[edit].id
     assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+def test_same_day_intake_and_visit__intake_first_whatever_arrived_first(
+    field, reconcile, db_session, admin_api
+):
+    """Should take an intake as the first assessment of its date and an ad hoc visit the same
+    day as the later one, also when the visit synced first (it waited as an orphan): the
+    latest scores follow the visit, not the arrival order (a change since intake is only
+    measured on a later date)."""
+    r, ent = field.report, str(uuid.uuid4())
+    field.send(case_code="KE-0721", point="ad_hoc", date="2026-03-05", entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    field.send(case_code="KE-0721", point="intake", date="2026-03-05", entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    case = _case(db_session, "KE-0721")
+    assert case.intake_scores["SAF"] == 1.0 and case.latest_scores["SAF"] == 3.0
+    detail = admin_api("GET", f"/cases/{case.id}").get_json()
+    assert [a["kind"] for a in detail["assessments"]] == ["intake", "ad_hoc"]
+    assert detail["change_since_intake"]["SAF"] is None
