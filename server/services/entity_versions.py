@@ -31,7 +31,8 @@ case changed.
 Two more differences, both from what a case is: a closed case leaves the list (its entity is
 marked deleted, so the integrity API tells devices to drop it) but still takes late updates -
 an assessment from before the closure that syncs late belongs to its history - where Central
-refuses updates of a deleted entity; and an edit (``deprecatedID``) of a submission the server
+refuses updates of a deleted entity (like Central, such an update flags no conflict: no device
+holds the case any more); and an edit (``deprecatedID``) of a submission the server
 has is not processed as a create or update again, as Central never processes a submission's
 entity block twice (the edit's state is served as a server version, or waits with the held
 update it corrects).
@@ -399,7 +400,9 @@ class EntityBook:
         current = versions[-1]
         conflicting: list[str] | None = None
         found: str | None = None  # the conflict this update itself brings
-        if base.version != current.version:
+        if entity.deleted_at is not None:
+            pass  # a closed case: no device holds it any more, so nobody's list is in conflict
+        elif base.version != current.version:
             changed = {
                 k: current.data.get(k)
                 for k in {*current.data, *base.data}

@@ -106,3 +106,140 @@ def test_edit_of_a_held_follow_up__waits_with_it_then_the_branch_applies_cleanly
     assert db_session.scalars(select(EntityBacklog)).all() == []
     assert not [f for f in _case(db_session, "KE-0702").flags if f.startswith("entity_")]
     assert _entity_conflicts(admin_api) == []
+
+
+def _integrity(field, ids: list[str]) -> dict[str, str]:
+    c = field.collect
+    resp = c.get(f"{c.base}/datasets/cases/integrity?id={'%2C'.join(ids)}")
+    assert resp.status_code == 200, resp.data
+    return {
+        e.get("id"): e.findtext("deleted") for e in ElementTree.fromstring(resp.data).iter("entity")
+    }
+
+
+def test_offline_create_and_two_updates__create_synced_last__applied_in_the_devices_order(
+    field, reconcile, db_session, admin_api
+):
+    """Central's "two updates followed by delayed create": a tablet registers a survivor and
+    makes two follow-ups offline (Collect: the create carries no branch; the updates carry
+    baseVersion 1 then 2, no trunkVersion, the local branchId). The intake syncs last: both
+    updates wait, then the create makes version 1 and releases 2 and 3 in order."""
+    r, ent, branch = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    common = {"case_code": "KE-0703", "entity_id": ent}
+    intake = field.encrypt(point="intake", date="2026-01-05", ratings=ratings_for(r, "1"),
+                           **common)  # fmt: skip
+    field.send(point="six_month", date="2026-07-05", ratings=ratings_for(r, "2"),
+               base_version=1, branch_id=branch, **common)  # fmt: skip
+    field.send(point="annual", date="2027-01-05", ratings=ratings_for(r, "3"),
+               base_version=2, branch_id=branch, **common)  # fmt: skip
+    reconcile()
+    assert ent not in _downloaded(field)
+    field.post(*intake[1:])
+    reconcile()
+
+    row = _downloaded(field)[ent]
+    assert row["__version"] == "3" and row["last_collection_point"] == "annual"
+    assert [(v, src, base, b, c) for v, src, base, b, c in _history(db_session, ent)] == [
+        (1, "submission", None, None, None),
+        (2, "submission", 1, branch, None),
+        (3, "submission", 2, branch, None),
+    ]
+    assert _entity_conflicts(admin_api) == []
+    assert _case(db_session, "KE-0703").assessment_count == 3
+
+
+def test_branch_interrupted_by_another_tablet__second_update_soft_despite_resolution(
+    field, reconcile, db_session, admin_api
+):
+    """Central's "not contiguous with its trunk version ... despite earlier conflict
+    resolution": tablet B syncs a visit based on version 1 while tablet A is offline with a
+    branch from version 1. A's first update is a conflict (the server moved since its base);
+    an admin resolves it; A's second update, contiguous with its first, is still a soft
+    conflict because B interrupted A's branch."""
+    r, ent = field.report, str(uuid.uuid4())
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    _intake(field, reconcile, "KE-0704", ent)
+    common = {"case_code": "KE-0704", "entity_id": ent, "trunk_version": 1}
+    field.send(point="ad_hoc", date="2026-03-01",
+               ratings=ratings_for(r, "2"), base_version=1, branch_id=b, **common)  # fmt: skip
+    reconcile()
+    field.send(point="six_month", date="2026-07-05", ratings=ratings_for(r, "3"),
+               base_version=1, branch_id=a, **common)  # fmt: skip
+    reconcile()
+    [item] = _entity_conflicts(admin_api)
+    resp = admin_api("POST", f"/review-items/{item['id']}/resolve", json={"action": "resolve"})
+    assert resp.status_code == 204, resp.data
+    assert "entity_conflict" not in _case(db_session, "KE-0704").flags
+
+    field.send(point="annual", date="2027-01-05", ratings=ratings_for(r, "4"),
+               base_version=2, branch_id=a, **common)  # fmt: skip
+    reconcile()
+    assert [(v, base, c) for v, _, base, _, c in _history(db_session, ent)] == [
+        (1, None, None),
+        (2, 1, None),
+        (3, 1, "hard"),
+        (4, 3, "soft"),
+    ]
+    [item] = _entity_conflicts(admin_api)
+    assert "soft conflict" in item["summary"]
+    assert _downloaded(field)[ent]["__version"] == "4"
+
+
+def test_two_updates_first_lost__forced_then_successor_follows(
+    field, reconcile, db_session, runner
+):
+    """Central's "apply two updates when first update is missing": a tablet's 2nd and 3rd
+    offline updates arrive, its 1st never does. Both wait; after the backlog days (moved by
+    the config, not by waiting) the 2nd is applied against the latest version and the 3rd
+    follows it in the branch, with no conflict (nobody else changed the case)."""
+    r, ent, branch = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    _intake(field, reconcile, "KE-0705", ent)
+    common = {"case_code": "KE-0705", "entity_id": ent, "trunk_version": 1, "branch_id": branch}
+    field.send(point="annual", date="2027-01-05", ratings=ratings_for(r, "3"), base_version=2,
+               **common)  # fmt: skip
+    field.send(point="ad_hoc", date="2027-06-05", ratings=ratings_for(r, "4"), base_version=3,
+               **common)  # fmt: skip
+    reconcile()
+    assert _downloaded(field)[ent]["__version"] == "1"
+    assert len(db_session.scalars(select(EntityBacklog)).all()) == 2
+
+    runner.env["KINTSUGI_ENTITY_BACKLOG_DAYS"] = "0"  # every held update waited long enough
+    reconcile()
+
+    assert [(v, src, base, bb, c) for v, src, base, bb, c in _history(db_session, ent)] == [
+        (1, "submission", None, None, None),
+        (2, "forced", 1, branch, None),
+        (3, "submission", 2, branch, None),
+    ]
+    db_session.expire_all()
+    assert db_session.scalars(select(EntityBacklog)).all() == []
+    row = _downloaded(field)[ent]
+    assert row["__version"] == "3" and row["last_collection_point"] == "ad_hoc"
+    assert not [f for f in _case(db_session, "KE-0705").flags if f.startswith("entity_")]
+
+
+def test_follow_up_synced_after_the_closure__history_kept_case_gone_no_conflict_to_review(
+    field, reconcile, db_session, admin_api
+):
+    """Tablet A closes a case; tablet B, offline since version 1, then syncs a 6-month made
+    before the closure. The 6-month joins the case's history and the case stays closed: the
+    list still leaves it out and the integrity API still says deleted, so both tablets drop
+    it. Central refuses updates of a deleted entity (``entityDeleted``) and flags nothing: no
+    device holds the case any more, so there is no list conflict for anyone to review."""
+    r, ent = field.report, str(uuid.uuid4())
+    _intake(field, reconcile, "KE-0706", ent)
+    common = {"case_code": "KE-0706", "entity_id": ent, "base_version": 1, "trunk_version": 1}
+    field.send(point="closure", date="2026-09-01", ratings=ratings_for(r, "4"),
+               branch_id=str(uuid.uuid4()), **common)  # fmt: skip
+    reconcile()
+    assert ent not in _downloaded(field) and _integrity(field, [ent]) == {ent: "true"}
+
+    field.send(point="six_month", date="2026-07-05", ratings=ratings_for(r, "2"),
+               branch_id=str(uuid.uuid4()), **common)  # fmt: skip
+    reconcile()
+
+    assert ent not in _downloaded(field) and _integrity(field, [ent]) == {ent: "true"}
+    case = _case(db_session, "KE-0706")
+    assert case.assessment_count == 3 and case.status == "closed"
+    assert _entity_conflicts(admin_api) == []
+    assert "entity_conflict" not in case.flags
