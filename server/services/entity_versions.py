@@ -544,7 +544,10 @@ class EntityBook:
             return  # the update that changed the case waits for its predecessor
         entity = self.entities.get(case.entity_uuid)
         if entity is None:
+            # made by the server (an admin created the case from an orphan follow-up): held
+            # updates built on version 1 follow it, as they follow a submitted create
             self._create(case, props)
+            self._release(case, props)
             return
         closed = case.status == CaseStatus.CLOSED
         reopened = entity.deleted_at is not None and not closed

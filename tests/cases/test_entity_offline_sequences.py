@@ -243,3 +243,48 @@ def test_follow_up_synced_after_the_closure__history_kept_case_gone_no_conflict_
     assert case.assessment_count == 3 and case.status == "closed"
     assert _entity_conflicts(admin_api) == []
     assert "entity_conflict" not in case.flags
+
+
+def test_intake_lost__admin_creates_the_case_from_an_orphan__branch_applies_without_waiting(
+    field, reconcile, db_session, admin_api, runner
+):
+    """A tablet registers a survivor and makes two follow-ups offline, then its intake is lost
+    (the form was deleted on the tablet). The follow-ups arrive as orphans; their list updates
+    wait for the create they build on (baseVersion 1, then 2, in the tablet's branch). An
+    admin creates the case from the 6-month: that create is version 1, which the first
+    update builds on (Central: after a create, the held update with branchBaseVersion 1 is
+    processed next). The updates must not sit in the backlog for the backlog days and then be
+    forced as conflicts with versions the server made from those very follow-ups."""
+    r, ent, branch = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    common = {"case_code": "KE-0707", "entity_id": ent, "branch_id": branch}
+    field.send(point="six_month", date="2026-07-05", ratings=ratings_for(r, "2"),
+               base_version=1, **common)  # fmt: skip
+    field.send(point="annual", date="2027-01-05", ratings=ratings_for(r, "3"), base_version=2,
+               **common)  # fmt: skip
+    reconcile()
+    orphans = admin_api("GET", "/review-queues").get_json()["orphans"]
+    assert len(orphans) == 2
+    first = min(orphans, key=lambda o: o["id"])
+    resp = admin_api("POST", f"/review-items/{first['id']}/resolve",
+                     json={"action": "create_case", "case_code": "KE-0707"})  # fmt: skip
+    assert resp.status_code == 204, resp.data
+
+    case = _case(db_session, "KE-0707")
+    assert case.assessment_count == 2
+    assert not [f for f in case.flags if f.startswith("entity_")]
+    db_session.expire_all()
+    assert db_session.scalars(select(EntityBacklog)).all() == []
+    assert _downloaded(field)[ent]["last_collection_point"] == "annual"
+    # the admin's create, the tablet's two updates in its order, then the adopted annual
+    assert [(v, src, base, c) for v, src, base, _, c in _history(db_session, ent)] == [
+        (1, "server", None, None),
+        (2, "submission", 1, None),
+        (3, "submission", 2, None),
+        (4, "server", None, None),
+    ]
+
+    runner.env["KINTSUGI_ENTITY_BACKLOG_DAYS"] = "0"  # whatever waits is forced now
+    reconcile()
+    assert _entity_conflicts(admin_api) == []
+    assert not [f for f in _case(db_session, "KE-0707").flags if f.startswith("entity_")]
+    assert _downloaded(field)[ent]["last_collection_point"] == "annual"
