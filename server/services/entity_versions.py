@@ -271,7 +271,13 @@ class EntityBook:
         if change is not None:
             outcome = self._submitted(case, props, change, force=force)
         if outcome != APPLIED:
-            self._server_version(case, props, waiting=outcome == HELD)
+            # while an offline update of this entity waits for its predecessor, the case holds
+            # its assessment but the list does not: a server version now would serve it ahead
+            # of its branch and interrupt that branch (every update in it then a conflict).
+            # The change is served by the next version made when the branch applies (or is
+            # forced), as Central makes none for what is not an entity update.
+            deferred = bool(self.held.get(case.entity_uuid))
+            self._server_version(case, props, waiting=outcome == HELD, deferred=deferred)
         self._deleted(case)
         self._flags(case)
 
@@ -539,10 +545,14 @@ class EntityBook:
 
     # -- server versions, deletion, flags --------------------------------------------------
 
-    def _server_version(self, case: Case, props: dict[str, str], *, waiting: bool) -> None:
+    def _server_version(
+        self, case: Case, props: dict[str, str], *, waiting: bool, deferred: bool = False
+    ) -> None:
         if waiting:
             return  # the update that changed the case waits for its predecessor
         entity = self.entities.get(case.entity_uuid)
+        if entity is not None and deferred:
+            return  # another offline update of the entity waits (see sync)
         if entity is None:
             # made by the server (an admin created the case from an orphan follow-up): held
             # updates built on version 1 follow it, as they follow a submitted create

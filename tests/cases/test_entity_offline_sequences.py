@@ -288,3 +288,39 @@ def test_intake_lost__admin_creates_the_case_from_an_orphan__branch_applies_with
     assert _entity_conflicts(admin_api) == []
     assert not [f for f in _case(db_session, "KE-0707").flags if f.startswith("entity_")]
     assert _downloaded(field)[ent]["last_collection_point"] == "annual"
+
+
+def test_intake_corrected_while_a_follow_up_waits__branch_applies_without_conflict(
+    field, reconcile, db_session, admin_api
+):
+    """A tablet's annual arrives before the 6-month it builds on (held); meanwhile a supervisor
+    corrects the intake (an edit). The correction changes the case, but it must not become a
+    list version made from the held annual's state: that version would interrupt the tablet's
+    branch and turn its perfectly ordered 6-month into a hard conflict with its own annual.
+    Central makes no version for either (the edit is no entity update, the annual waits), so
+    the branch applies with no conflict, and the list then serves everything."""
+    r, ent, branch = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    intake, *_ = field.send(case_code="KE-0708", point="intake", date="2026-01-05",
+                            entity_id=ent, ratings=ratings_for(r, "1"))  # fmt: skip
+    reconcile()
+    common = {"case_code": "KE-0708", "entity_id": ent, "trunk_version": 1, "branch_id": branch}
+    six = field.encrypt(point="six_month", date="2026-07-05", ratings=ratings_for(r, "2"),
+                        base_version=1, **common)  # fmt: skip
+    field.send(point="annual", date="2027-01-05", ratings=ratings_for(r, "3"), base_version=2,
+               **common)  # fmt: skip
+    reconcile()
+    field.send(case_code="KE-0708", point="intake", date="2026-01-06", entity_id=ent,
+               ratings=ratings_for(r, "1"), deprecated_id=intake)  # fmt: skip
+    reconcile()
+    field.post(*six[1:])
+    reconcile()
+
+    assert _entity_conflicts(admin_api) == []
+    assert [(v, src, c) for v, src, _, _, c in _history(db_session, ent)] == [
+        (1, "submission", None),
+        (2, "submission", None),
+        (3, "submission", None),
+    ]
+    row = _downloaded(field)[ent]
+    assert row["__version"] == "3" and row["last_collection_point"] == "annual"
+    assert _case(db_session, "KE-0708").intake_date.isoformat() == "2026-01-06"
