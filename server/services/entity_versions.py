@@ -31,15 +31,18 @@ case changed.
 Two more differences, both from what a case is: a closed case leaves the list (its entity is
 marked deleted, so the integrity API tells devices to drop it) but still takes late updates -
 an assessment from before the closure that syncs late belongs to its history - where Central
-refuses updates of a deleted entity; and an edit (``deprecatedID``) of an intake does not
-create again, as Central does not process a submission's create twice.
+refuses updates of a deleted entity (like Central, such an update flags no conflict: no device
+holds the case any more); and an edit (``deprecatedID``) of a submission the server
+has is not processed as a create or update again, as Central never processes a submission's
+entity block twice (the edit's state is served as a server version, or waits with the held
+update it corrects).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -67,7 +70,7 @@ _UUID = re.compile(
 MERGED = "merged"  # the source of the one version of an entity merged into another case
 
 # what an update asked for, and what became of it
-APPLIED, HELD, ERROR = "applied", "held", "error"
+APPLIED, HELD, ERROR, EDITED = "applied", "held", "error", "edited"
 
 
 def _score(value: float | None) -> str:
@@ -143,6 +146,8 @@ class EntityUpdate:
     label: str | None
     received: dict[str, str] = field(default_factory=dict)
     base_text: str | None = None  # as sent, for the error message when it is not a number
+    #: the submission this one edits (``deprecatedID``), when the server has that one
+    replaces: int | None = None
 
     @classmethod
     def of(cls, block: Any, submission_id: int, received: dict[str, str]) -> EntityUpdate | None:
@@ -168,6 +173,11 @@ class EntityUpdate:
             received=data,
             base_text=block.base_version,
         )
+
+    def editing(self, submission_id: int | None) -> EntityUpdate:
+        """This block as sent by an edit of submission ``submission_id`` (None: not an edit,
+        or one whose original the server has not seen: its block is processed as usual)."""
+        return replace(self, replaces=submission_id)
 
     @classmethod
     def held(cls, row: EntityBacklog) -> EntityUpdate:
@@ -261,14 +271,22 @@ class EntityBook:
         if change is not None:
             outcome = self._submitted(case, props, change, force=force)
         if outcome != APPLIED:
-            self._server_version(case, props, waiting=outcome == HELD)
+            # while an offline update of this entity waits for its predecessor, the case holds
+            # its assessment but the list does not: a server version now would serve it ahead
+            # of its branch and interrupt that branch (every update in it then a conflict).
+            # The change is served by the next version made when the branch applies (or is
+            # forced), as Central makes none for what is not an entity update.
+            deferred = bool(self.held.get(case.entity_uuid))
+            self._server_version(case, props, waiting=outcome == HELD, deferred=deferred)
         self._deleted(case)
         self._flags(case)
 
     def hold_orphan(self, change: EntityUpdate) -> None:
         """A follow-up of a case the server does not know yet: an update in a branch waits
         for the create it builds on (Central holds it; without a branch it is an error)."""
-        if change.update and change.branch_id and change.base_version is not None:
+        if change.replaces is not None:
+            self._edited(change)
+        elif change.update and change.branch_id and change.base_version is not None:
             self._hold(change)
         else:
             self._error(change, "the case entity does not exist on the server")
@@ -313,6 +331,8 @@ class EntityBook:
     ) -> str:
         if ch.entity_uuid != case.entity_uuid:
             return self._error(ch, f"the case's entity is {case.entity_uuid}, not {ch.entity_uuid}")
+        if ch.replaces is not None:
+            return self._edited(ch)
         entity = self.entities.get(ch.entity_uuid)
         try:
             if ch.update:
@@ -386,7 +406,9 @@ class EntityBook:
         current = versions[-1]
         conflicting: list[str] | None = None
         found: str | None = None  # the conflict this update itself brings
-        if base.version != current.version:
+        if entity.deleted_at is not None:
+            pass  # a closed case: no device holds it any more, so nobody's list is in conflict
+        elif base.version != current.version:
             changed = {
                 k: current.data.get(k)
                 for k in {*current.data, *base.data}
@@ -435,6 +457,24 @@ class EntityBook:
         source = "submission" if ch else "server"
         self._version(entity, props, case.case_code, source=source, change=ch)
         return APPLIED
+
+    def _edited(self, ch: EntityUpdate) -> str:
+        """An edit of a submission whose entity block was processed already: Central never
+        processes a submission's block twice (an edit is a new version of the same
+        submission), so it is no new device update - it would otherwise be compared with the
+        very update it corrects, from that update's base, and flagged as a conflict. The case's
+        corrected state is served as a server version; or, while the update it corrects waits
+        in the backlog, the edit takes its place there and waits too."""
+        row = next(
+            (r for r in self.held.get(ch.entity_uuid) or [] if r.submission_id == ch.replaces),
+            None,
+        )
+        if row is None:
+            return EDITED
+        row.submission_id = ch.submission_id
+        row.label = ch.label if ch.label is not None else row.label
+        row.data_received = {k: v for k, v in ch.received.items() if k != "label"}
+        return HELD
 
     # -- held updates ----------------------------------------------------------------------
 
@@ -505,12 +545,19 @@ class EntityBook:
 
     # -- server versions, deletion, flags --------------------------------------------------
 
-    def _server_version(self, case: Case, props: dict[str, str], *, waiting: bool) -> None:
+    def _server_version(
+        self, case: Case, props: dict[str, str], *, waiting: bool, deferred: bool = False
+    ) -> None:
         if waiting:
             return  # the update that changed the case waits for its predecessor
         entity = self.entities.get(case.entity_uuid)
+        if entity is not None and deferred:
+            return  # another offline update of the entity waits (see sync)
         if entity is None:
+            # made by the server (an admin created the case from an orphan follow-up): held
+            # updates built on version 1 follow it, as they follow a submitted create
             self._create(case, props)
+            self._release(case, props)
             return
         closed = case.status == CaseStatus.CLOSED
         reopened = entity.deleted_at is not None and not closed

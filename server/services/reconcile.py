@@ -1032,6 +1032,8 @@ def _attach_to_case(batch: _Batch, sub: Submission, a: Assessment, instance: Pla
         batch.supersede(a, successor)
         return
     previous = batch.by_instance.get(a.deprecated_id) if a.deprecated_id else None
+    if change is not None and previous is not None:
+        change = change.editing(previous.submission_id)
     if previous is not None and previous.state == AssessmentState.ORPHAN:
         _supersede_orphan(batch, previous, a)  # the edit of an orphan replaces it as an orphan
         previous = None
