@@ -268,12 +268,9 @@ def signature_source(
 
 def verify_signature(private_key: rsa.RSAPrivateKey, signature_b64: str, source: str) -> bool:
     """True when ``signature_b64`` is Collect's encrypted MD5 of ``source``."""
+    got = _signature_digest(private_key, signature_b64)
     expected = hashlib.md5(source.encode("utf-8")).digest()  # noqa: S324
-    try:
-        got = private_key.decrypt(base64.b64decode(signature_b64, validate=True), _OAEP)
-    except ValueError:
-        return False
-    return hmac.compare_digest(got, expected)
+    return got is not None and hmac.compare_digest(got, expected)
 
 
 def _signature_digest(private_key: rsa.RSAPrivateKey, signature_b64: str) -> bytes | None:

@@ -497,13 +497,12 @@ def _canonical(
     return out
 
 
-def _current_versions(session: Session, subs: list[Submission]) -> dict[int, _VersionInfo]:
+def _current_versions(session: Session, form_ids: set[int]) -> dict[int, _VersionInfo]:
     """Per form, its newest published version with an instrument report (one query).
 
     Assessments made with an older instrument version are scored on the newest one's
     subdomains, through its declared version map, so a case's trend compares like with like.
     """
-    form_ids = {s.form_id for s in subs}
     out: dict[int, _VersionInfo] = {}
     if not form_ids:
         return out
@@ -607,13 +606,7 @@ def _decode(
             score is not None and device is not None and abs(score - device) > SCORE_TOLERANCE
         ):
             flags.append(f"score_mismatch:{domain}")
-    for domain, view in data.survivor_view.items():
-        if (
-            view is not None
-            and scores.get(domain) is not None
-            and abs(int(view) - scores[domain]) >= scorer.survivor_gap
-        ):
-            flags.append(f"survivor_gap:{domain}")
+    flags += _survivor_gaps(data.survivor_view, scores, scorer)
     decoded.assessment = Assessment(
         project_id=project_id,
         submission_id=sub.id,
@@ -930,7 +923,7 @@ def reconcile_batch(
         todo = [s for s in subs if s.id not in done]
         raws = read_many(store, [s.xml_blob_key for s in todo]) if todo else {}
         files = _files(session, store, todo)
-        current = _current_versions(session, todo)
+        current = _current_versions(session, {s.form_id for s in todo})
         infos = {fv: version_info(session, fv) for fv in {s.form_version_id for s in todo}}
         # a key rotated in since this process unlocked: such submissions wait (as for a locked
         # key) until the worker opens it, rather than being quarantined as undecryptable
@@ -1514,19 +1507,29 @@ _CURRENT_KEY = "kintsugi.current_version_of"
 
 
 def _current_of(session: Session, form_version_id: int) -> _VersionInfo | None:
-    """The newest published version with an instrument report of the form that
-    ``form_version_id`` belongs to (cached for the session: one unit of work)."""
+    """:func:`_current_versions` for the form that ``form_version_id`` belongs to (cached for
+    the session: one unit of work)."""
     cache: dict[int, _VersionInfo | None] = session.info.setdefault(_CURRENT_KEY, {})
     if form_version_id not in cache:
-        form_id = select(FormVersion.form_id).where(FormVersion.id == form_version_id)
-        newest = session.scalars(
-            select(FormVersion.id)
-            .where(FormVersion.form_id == form_id.scalar_subquery())
-            .order_by(FormVersion.published_at.desc(), FormVersion.id.desc())
-        ).all()
-        infos = (version_info(session, v) for v in newest)
-        cache[form_version_id] = next((i for i in infos if i.report is not None), None)
+        form_id = session.scalar(
+            select(FormVersion.form_id).where(FormVersion.id == form_version_id)
+        )
+        cache[form_version_id] = _current_versions(session, {form_id}).get(form_id)
     return cache[form_version_id]
+
+
+def _survivor_gaps(
+    survivor_view: dict[str, Any] | None, scores: dict[str, float | None], scorer: Scorer
+) -> list[str]:
+    """``survivor_gap:<domain>`` flags: where the survivor's own rating and the practitioner's
+    domain score are ``scorer.survivor_gap`` points apart or more."""
+    return [
+        f"survivor_gap:{domain}"
+        for domain, view in (survivor_view or {}).items()
+        if view is not None
+        and scores.get(domain) is not None
+        and abs(int(view) - scores[domain]) >= scorer.survivor_gap
+    ]
 
 
 def _rebase(session: Session, rows: list[Assessment], form_version: dict[int, int]) -> None:
@@ -1545,13 +1548,7 @@ def _rebase(session: Session, rows: list[Assessment], form_version: dict[int, in
         if mapped is None:
             continue  # no declared map: kept as scored
         r.ratings, r.scores = mapped, current.scorer.score(mapped)
-        gaps = [
-            f"survivor_gap:{d}"
-            for d, view in (r.survivor_view or {}).items()
-            if view is not None
-            and r.scores.get(d) is not None
-            and abs(int(view) - r.scores[d]) >= current.scorer.survivor_gap
-        ]
+        gaps = _survivor_gaps(r.survivor_view, r.scores, current.scorer)
         r.flags = [*(f for f in r.flags or [] if not f.startswith("survivor_gap:")), *gaps]
 
 

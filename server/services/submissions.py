@@ -116,16 +116,11 @@ def check_part_name(name: str) -> None:
     Dots inside a name are fine: a file picked in a browser keeps its own name in Enketo,
     and ``Certificat v1..2.pdf`` addresses nothing but itself.
     """
-    if not name or "/" in name or "\\" in name or "\x00" in name or len(name) > 255:
-        raise RejectedUploadError(_BAD_PART_NAME)
-    if name.strip(".") == "":
-        raise RejectedUploadError(_BAD_PART_NAME)
-
-
-_BAD_PART_NAME = (
-    "An attachment has a file name this server refuses (path separators, or only dots). "
-    "Rename the file on the device or contact your supervisor."
-)
+    if not name.strip(".") or "/" in name or "\\" in name or "\x00" in name or len(name) > 255:
+        raise RejectedUploadError(
+            "An attachment has a file name this server refuses (path separators, or only "
+            "dots). Rename the file on the device or contact your supervisor."
+        )
 
 
 def _sha256(data: bytes) -> str:
@@ -400,9 +395,9 @@ def prepare_submission(
     return prepared
 
 
-#: Longest instanceID / deprecatedID the ``submissions`` columns hold (OpenRosa allows 249).
-MAX_ID_LENGTH = 255
-MAX_INSTANCE_NAME_LENGTH = 500
+#: Longest instanceID / deprecatedID and instance name the ``submissions`` columns hold
+MAX_ID_LENGTH = Submission.__table__.c.instance_id.type.length
+MAX_INSTANCE_NAME_LENGTH = Submission.__table__.c.instance_name.type.length
 
 
 def _clip(value: str | None, limit: int = MAX_INSTANCE_NAME_LENGTH) -> str | None:
