@@ -78,6 +78,31 @@ def _wants_json() -> bool:
     return bool(request.blueprint) and request.blueprint != "openrosa"
 
 
+def error_response(
+    message: str,
+    status: int,
+    error: str,
+    *,
+    code: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """``message`` for whoever asked: the admin error page in a browser under ``/admin``, JSON
+    (``{"error", "message"[, "code"]}``) for the API and other non-Collect routes, an
+    OpenRosaResponse for Collect. Decided by the path too, so a request no route matched (a
+    refused NUL, an id no converter takes) is answered in its caller's format."""
+    from flask import jsonify
+
+    if _admin_page():
+        resp = _admin_error(message, status)
+    elif _wants_json():
+        resp = jsonify({"error": error, "message": message, **({"code": status} if code else {})})
+        resp.status_code = status
+    else:
+        return openrosa_error(message, status, headers)
+    resp.headers.update(headers or {})
+    return resp
+
+
 def init_app(app: Any) -> None:
     """Register the error handlers."""
     from flask import jsonify

@@ -119,18 +119,9 @@ def _answer(
     code: bool = False,
     headers: dict[str, str] | None = None,
 ) -> Any:
-    """``message`` as JSON (``{"error", "message"[, "code"]}``) outside the Collect routes,
-    as an OpenRosaResponse on them."""
-    from flask import request
+    from server.errors_http import error_response
 
-    from server.errors_http import openrosa_error
-
-    if request.blueprint and request.blueprint != "openrosa":
-        resp = jsonify({"error": error, "message": message, **({"code": status} if code else {})})
-        resp.status_code = status
-        resp.headers.extend(headers or {})
-        return resp
-    return openrosa_error(message, status, headers)
+    return error_response(message, status, error, code=code, headers=headers)
 
 
 def _unavailable(message: str) -> Any:
