@@ -134,6 +134,8 @@ def ingest(app, n: int) -> tuple[int, bytes, dict]:
 
 
 def _worker(url: str, tmp: str, pid: int, batch: int, threads: int, barrier, queue) -> None:
+    from sqlalchemy import event
+
     from server.services import custody
     from server.services.reconcile import reconcile_pending
 
@@ -143,15 +145,24 @@ def _worker(url: str, tmp: str, pid: int, batch: int, threads: int, barrier, que
     with sm() as s:
         custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
         s.commit()
+    # statements sent, and executions (each row of an executemany is one for the server)
+    sent = [0, 0]
+
+    def count(_conn, _cursor, _statement, parameters, _context, executemany) -> None:
+        sent[0] += 1
+        sent[1] += len(parameters) if executemany else 1
+
+    event.listen(app.extensions["kintsugi.db"].engine, "before_cursor_execute", count)
     barrier.wait()
     start = time.perf_counter()
     result = reconcile_pending(sm, pid, config=app.config, batch=batch, actor="bench")
-    queue.put((result.processed, time.perf_counter() - start))
+    queue.put((result.processed, time.perf_counter() - start, *sent))
 
 
 def run_workers(
     url: str, tmp: str, pid: int, workers: int, batch: int, threads: int
-) -> tuple[int, float]:
+) -> tuple[int, float, int, int]:
+    """Submissions processed, seconds, and the statements and executions sent for them."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(workers), ctx.Queue()
     procs = [
@@ -163,7 +174,8 @@ def run_workers(
     results = [queue.get(timeout=3600) for _ in procs]
     for p in procs:
         p.join()
-    return sum(r[0] for r in results), max(r[1] for r in results)
+    n, statements, executions = (sum(r[i] for r in results) for i in (0, 2, 3))
+    return n, max(r[1] for r in results), statements, executions
 
 
 def reset(app) -> None:
@@ -326,7 +338,9 @@ def main() -> None:
         for i, (workers, threads) in enumerate(configs):
             if i:
                 reset(app)
-            n, seconds = run_workers(url, tmp, pid, workers, args.batch, threads)
+            n, seconds, statements, executions = run_workers(
+                url, tmp, pid, workers, args.batch, threads
+            )
             rate = n / seconds
             per = rate / workers
             print(f"{workers} worker(s) x {threads} decode thread(s): {n} submissions in {seconds:.1f} s = {rate:.0f}/s; "
@@ -340,6 +354,8 @@ def main() -> None:
                 print(f"  per submission {total_ms:.2f} ms = 2 RSA + AES {crypto_ms:.2f} ms "
                       f"+ parse/read/score {decode_ms:.2f} ms "
                       f"+ load/apply/write/database {total_ms - crypto_ms - decode_ms:.2f} ms")  # fmt: skip
+                print(f"  per submission {statements / n:.3f} SQL statements, {executions / n:.2f} "
+                      "executions (each row of an executemany counted)")  # fmt: skip
         if args.cases:
             caseload(app, pid, args.cases)
         app.extensions["kintsugi.db"].engine.dispose()
