@@ -186,7 +186,7 @@ def main() -> None:
 
         db.upgrade(url)
         app = _app(url, tmp)
-        pid, _, _ = ingest(app, 1)  # a project with a published form and one real submission
+        pid, *_ = ingest(app, 1)  # a project with a published form and one real submission
         from sqlalchemy import text
 
         from server.services.projects import create_project

@@ -89,7 +89,9 @@ def _instance(report, rng, code, entity, point, date):
     return instance_id, build_instance(report, answers, instance_id=instance_id, entity=ent)
 
 
-def ingest(app, n: int) -> tuple[int, bytes, dict]:
+def ingest(app, n: int) -> tuple[int, bytes, dict, bytes]:
+    """A project with ``n`` encrypted submissions; also one of them: its plaintext instance,
+    and the files and manifest it was uploaded as."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     from server.blobs import make_blob_store
@@ -125,15 +127,17 @@ def ingest(app, n: int) -> tuple[int, bytes, dict]:
                 version=report["version"],
                 instance_id=instance_id,
             )
-            sample = sample or (xml, files)
+            sample = sample or (xml, files, manifest)
             receive_submission(s, store, pid, Upload(xml=manifest, parts=files))
             if i % 200 == 199:
                 s.commit()
         s.commit()
-    return pid, sample[0], sample[1]
+    return pid, *sample
 
 
 def _worker(url: str, tmp: str, pid: int, batch: int, threads: int, barrier, queue) -> None:
+    from sqlalchemy import event
+
     from server.services import custody
     from server.services.reconcile import reconcile_pending
 
@@ -143,15 +147,26 @@ def _worker(url: str, tmp: str, pid: int, batch: int, threads: int, barrier, que
     with sm() as s:
         custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
         s.commit()
+    # statements sent, and executions (each row of an executemany is one for the server)
+    sent = [0, 0]
+
+    def count(_conn, _cursor, _statement, parameters, _context, executemany) -> None:
+        sent[0] += 1
+        sent[1] += len(parameters) if executemany else 1
+
+    event.listen(app.extensions["kintsugi.db"].engine, "before_cursor_execute", count)
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = reconcile_pending(sm, pid, config=app.config, batch=batch, actor="bench")
-    queue.put((result.processed, time.perf_counter() - start))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    queue.put((result.processed, seconds, *sent, cpu))
 
 
 def run_workers(
     url: str, tmp: str, pid: int, workers: int, batch: int, threads: int
-) -> tuple[int, float]:
+) -> tuple[int, float, int, int, float]:
+    """Submissions processed, seconds, the statements and executions sent for them, and the
+    workers' CPU seconds (all their threads: unlike wall-clock, barely moved by other load)."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(workers), ctx.Queue()
     procs = [
@@ -163,7 +178,8 @@ def run_workers(
     results = [queue.get(timeout=3600) for _ in procs]
     for p in procs:
         p.join()
-    return sum(r[0] for r in results), max(r[1] for r in results)
+    n, statements, executions, cpu = (sum(r[i] for r in results) for i in (0, 2, 3, 4))
+    return n, max(r[1] for r in results), statements, executions, cpu
 
 
 def reset(app) -> None:
@@ -202,23 +218,30 @@ def bare_limit(xml: bytes, files: dict, rsa_ops: int = 1) -> float:
     return n / (time.process_time() - start)
 
 
-def decode_cost(app, pid: int, xml: bytes) -> float:
-    """Seconds per submission of the worker's CPU-only work after decryption: parse the
-    instance, read the assessment, score it and build its row (``_decode`` on the plaintext)."""
+def decode_cost(app, pid: int, xml: bytes, encrypted: tuple[bytes, dict] | None = None) -> float:
+    """Seconds per submission of the worker's CPU-only work (``_decode``): on the plaintext
+    ``xml``, parse the instance, read the assessment, score it and build its row; given the
+    ``encrypted`` upload (manifest, files), also read the manifest, decrypt and verify."""
     from types import SimpleNamespace
 
     from sqlalchemy import select
 
     from server.models import Submission
+    from server.services import custody
     from server.services.reconcile import _decode, version_info
     from sync_protocol.envelope import parse_submission
 
     with app.extensions["kintsugi.db"].sessionmaker() as s:
         info = version_info(s, s.scalar(select(Submission.form_version_id).limit(1)))
-    sub = SimpleNamespace(id=1, encrypted=False, instance_id=parse_submission(xml).instance_id)
+        if encrypted:
+            custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
+    raw, files = encrypted or (xml, {})
+    sub = SimpleNamespace(
+        id=1, encrypted=bool(encrypted), instance_id=parse_submission(xml).instance_id
+    )
     n, start = 0, time.process_time()
     while time.process_time() - start < 2.0:
-        decoded = _decode(info, sub, pid, xml, {})
+        decoded = _decode(info, sub, pid, raw, files)
         n += 1
     assert decoded.assessment is not None and decoded.quarantine is None
     return (time.process_time() - start) / n
@@ -309,7 +332,7 @@ def main() -> None:
         db.upgrade(url)
         app = _app(url, tmp)
         t = time.perf_counter()
-        pid, xml, files = ingest(app, args.submissions)
+        pid, xml, files, manifest = ingest(app, args.submissions)
         print(
             f"ingested {args.submissions} encrypted submissions in {time.perf_counter() - t:.0f} s"
         )
@@ -320,26 +343,35 @@ def main() -> None:
             f"like-for-like limit (the signature check is a 2nd RSA decrypt): {like:.0f}/s per core"
         )
         decode = decode_cost(app, pid, xml)
+        # the whole CPU-only step as the worker runs it on the upload, crypto included
+        decode_all = decode_cost(app, pid, xml, (manifest, files))
         # RECONCILE_THREADS (default 1): with 2, a worker's RSA work (which releases the GIL)
         # overlaps its parsing and writing
         configs = ((1, 1), (1, 2), (2, 1), (2, 2))
         for i, (workers, threads) in enumerate(configs):
             if i:
                 reset(app)
-            n, seconds = run_workers(url, tmp, pid, workers, args.batch, threads)
+            n, seconds, statements, executions, cpu = run_workers(
+                url, tmp, pid, workers, args.batch, threads
+            )
             rate = n / seconds
             per = rate / workers
             print(f"{workers} worker(s) x {threads} decode thread(s): {n} submissions in {seconds:.1f} s = {rate:.0f}/s; "
                   f"per worker {per:.0f}/s = {per / limit:.2f} of the limit (target >= 0.5), "
-                  f"{per / like:.2f} of like-for-like")  # fmt: skip
+                  f"{per / like:.2f} of like-for-like; worker CPU {1000 * cpu / n:.2f} ms per submission")  # fmt: skip
             if (workers, threads) == (1, 1):
                 # where one worker's time goes, per submission: the crypto (as the like-for-like
                 # limit), the CPU-only decode after it, and the rest (loading, applying, the
                 # ORM flush and the database itself)
                 total_ms, crypto_ms, decode_ms = 1000 / rate, 1000 / like, 1000 * decode
+                other_ms = 1000 * decode_all - crypto_ms - decode_ms
                 print(f"  per submission {total_ms:.2f} ms = 2 RSA + AES {crypto_ms:.2f} ms "
                       f"+ parse/read/score {decode_ms:.2f} ms "
-                      f"+ load/apply/write/database {total_ms - crypto_ms - decode_ms:.2f} ms")  # fmt: skip
+                      f"+ the rest of decrypting and verifying (manifest, key unwrap, hashing) "
+                      f"{other_ms:.2f} ms "
+                      f"+ load/apply/write/database {total_ms - 1000 * decode_all:.2f} ms")  # fmt: skip
+                print(f"  per submission {statements / n:.3f} SQL statements, {executions / n:.2f} "
+                      "executions (each row of an executemany counted)")  # fmt: skip
         if args.cases:
             caseload(app, pid, args.cases)
         app.extensions["kintsugi.db"].engine.dispose()

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, inspect, literal, or_, select, union_all
+from sqlalchemy import func, inspect, literal, or_, select, union_all, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
@@ -398,30 +399,37 @@ def plaintext_of(session: Session, store: Any, sub: Submission, project_id: int)
     """
     raw = read_all(store, sub.xml_blob_key)
     info = version_info(session, sub.form_version_id)
-    return _plaintext(info, sub, project_id, raw, lambda: _files(session, store, [sub])[sub.id])
+    return _plaintext(
+        info, sub, project_id, raw, lambda: _read(session, store, [sub], xml=False)[1][sub.id]
+    )
 
 
-def _files(session: Session, store: Any, subs: list[Submission]) -> dict[int, dict[str, bytes]]:
-    """The present attachments of encrypted submissions, by submission id (two queries)."""
+def _read(
+    session: Session, store: Any, subs: list[Submission], *, xml: bool
+) -> tuple[dict[str, bytes], dict[int, dict[str, bytes]]]:
+    """The blobs of ``subs`` in one read (two queries): their instance XML by key (with
+    ``xml``), and the present attachments of the encrypted ones by submission id."""
+    keys = [s.xml_blob_key for s in subs] if xml else []
     ids = [s.id for s in subs if s.encrypted]
     out: dict[int, dict[str, bytes]] = {i: {} for i in ids}
-    if not ids:
-        return out
-    rows = session.execute(
-        select(
-            SubmissionAttachment.submission_id,
-            SubmissionAttachment.name,
-            SubmissionAttachment.blob_key,
-        ).where(
-            SubmissionAttachment.submission_id.in_(ids),
-            SubmissionAttachment.present.is_(True),
-            SubmissionAttachment.blob_key.is_not(None),
-        )
-    ).all()
-    blobs = read_many(store, [r.blob_key for r in rows])
+    rows = []
+    if ids:
+        rows = session.execute(
+            select(
+                SubmissionAttachment.submission_id,
+                SubmissionAttachment.name,
+                SubmissionAttachment.blob_key,
+            ).where(
+                SubmissionAttachment.submission_id.in_(ids),
+                SubmissionAttachment.present.is_(True),
+                SubmissionAttachment.blob_key.is_not(None),
+            )
+        ).all()
+    keys += [r.blob_key for r in rows]
+    blobs = read_many(store, keys) if keys else {}
     for r in rows:
         out[r.submission_id][r.name] = blobs[r.blob_key]
-    return out
+    return blobs, out
 
 
 def _plaintext(
@@ -658,6 +666,8 @@ class _Batch:
         self.form_version: dict[int, int] = {}  # submission id -> form version id
         self.seq: dict[Assessment, int] = {}  # arrival order of the batch's new assessments
         self.links: list[tuple[Assessment, Assessment]] = []  # (superseded, by), ids after flush
+        #: submissions done, by (status, whether processed now): one UPDATE for each
+        self.finished: dict[tuple[str, bool], list[Submission]] = {}
         self.audit: list[tuple[str, str]] = []  # (action, target), written in one statement
 
     # -- loading -----------------------------------------------------------------------------
@@ -779,9 +789,16 @@ class _Batch:
         old.state = AssessmentState.SUPERSEDED
         self.links.append((old, by))
 
+    def finish(self, sub: Submission, *, processed: bool = True) -> None:
+        """``sub`` is done: decrypted (or, sent in plaintext, reconciled); ``processed`` False
+        for one found done already (its ``updated_at`` is kept). Written for the whole batch
+        by :meth:`flush` in one statement, not one per row by the unit of work."""
+        status = DECRYPTED if sub.encrypted else RECONCILED
+        self.finished.setdefault((status, processed), []).append(sub)
+
     def flush(self) -> None:
         """Write the batch: one flush (PostgreSQL: ids drawn first, in one query), the links
-        between assessments, then the audit rows."""
+        between assessments, the audit rows, then the finished submissions' status."""
         session = self.session
         if session.get_bind().dialect.name == "postgresql":
             _draw_ids(session, [o for o in session.new if isinstance(o, _ID_DRAWN)])
@@ -797,6 +814,18 @@ class _Batch:
         audit.record_many(session, self.actor, [*self.audit, *self.book.audit])
         self.audit.clear()
         self.book.audit.clear()
+        # last, so nothing in the batch's savepoint can fail after it: the objects then carry
+        # what the rows hold without the unit of work writing them again
+        now, table = dt.datetime.now(dt.UTC), Submission.__table__
+        for (status, processed), subs in self.finished.items():
+            values = {"status": status, "updated_at": now} if processed else {"status": status}
+            session.execute(
+                update(table).where(table.c.id.in_([s.id for s in subs])).values(values)
+            )
+            for sub in subs:
+                for name, value in values.items():
+                    set_committed_value(sub, name, value)
+        self.finished.clear()
 
     def review(
         self,
@@ -921,9 +950,12 @@ def reconcile_batch(
             )
         )
         todo = [s for s in subs if s.id not in done]
-        raws = read_many(store, [s.xml_blob_key for s in todo]) if todo else {}
-        files = _files(session, store, todo)
+        raws, files = _read(session, store, todo, xml=True)
         current = _current_versions(session, {s.form_id for s in todo})
+        # the same for the case refreshes below (:func:`_rebase`): no query again
+        session.info.setdefault(_CURRENT_KEY, {}).update(
+            (s.form_version_id, current.get(s.form_id)) for s in todo
+        )
         infos = {fv: version_info(session, fv) for fv in {s.form_version_id for s in todo}}
         # a key rotated in since this process unlocked: such submissions wait (as for a locked
         # key) until the worker opens it, rather than being quarantined as undecryptable
@@ -939,7 +971,7 @@ def reconcile_batch(
         for sub in subs:
             if sub.id in done:
                 result.processed += 1
-                sub.status = DECRYPTED if sub.encrypted else RECONCILED
+                batch.finish(sub, processed=False)
         with closing(_run_all(jobs, threads)) as outcomes:
             for outcome in outcomes:
                 if isinstance(outcome, KeyLockedError):
@@ -973,9 +1005,8 @@ def _apply(batch: _Batch, d: _Decoded) -> None:
     assert d.instance is not None
     if sub.encrypted:
         batch.audit.append(("submission.decrypt", f"submission:{sub.id}"))
-    sub.status = DECRYPTED if sub.encrypted else RECONCILED
+    batch.finish(sub)
     sub.deprecated_id = sub.deprecated_id or d.instance.deprecated_id
-    sub.updated_at = dt.datetime.now(dt.UTC)
     if "plaintext_for_encrypted_form" in (sub.flags or []):
         batch.review(
             "plaintext_for_encrypted_form", sub.id,

@@ -255,3 +255,35 @@ def test_two_workers_on_one_case__second_waits_and_sees_the_first(field, app, db
     ).all()
     assert sorted(versions) == [1, 2, 3] and entity.version == 3
     assert entity.properties["last_assessment_date"] == "2027-01-10"
+
+
+def test_reconcile__submissions_done_already_pending_again__marked_done_nothing_doubled(
+    field, app, db_session
+):
+    """Should only mark done a submission that has its assessment already (pending again, as
+    after a restore of the submissions table): no second assessment or entity version, and
+    its updated_at stays that of its processing."""
+    r, ent = field.report, str(uuid.uuid4())
+    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+    with sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    field.send(case_code="KE-0960", point="intake", date="2026-01-10", entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    field.send(case_code="KE-0960", point="six_month", date="2026-07-10", entity_id=ent,
+               ratings=ratings_for(r, "2"), base_version=1)  # fmt: skip
+    first = reconcile_pending(sessionmaker, field.project_id, config=app.config)
+    assert (first.processed, first.assessments) == (2, 2)
+    before = _snapshot(db_session)
+    processed_at = dict(db_session.execute(select(Submission.id, Submission.updated_at)).all())
+    db_session.execute(update(Submission).values(status="pending_decryption"))
+    db_session.commit()
+
+    again = reconcile_pending(sessionmaker, field.project_id, config=app.config)
+
+    assert (again.processed, again.assessments, again.quarantined) == (2, 0, 0)
+    db_session.expire_all()
+    assert _snapshot(db_session) == before  # statuses 'decrypted' again, nothing doubled
+    assert dict(db_session.execute(select(Submission.id, Submission.updated_at)).all()) == (
+        processed_at
+    )

@@ -236,3 +236,68 @@ def test_edit_of_an_intake_correcting_the_case_code__the_case_takes_the_new_code
     row = _served(field)[ent]
     assert row["label"] == "KE-0901" and row["case_code"] == "KE-0901"
     assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+def test_intake_follow_up_its_edit_and_an_annual_in_one_run__each_step_as_worked_out(
+    field, reconcile, admin_api, db_session
+):
+    """Should reconcile a case's intake, 6-month, the 6-month's edit and the annual, all
+    synced before one worker pass (one batch), to what each step gives on its own: the edit
+    replaces the 6-month, the case's state comes from the last assessment, and the list
+    served to devices has one version per step, each with the case as it stood then."""
+    from sqlalchemy import select
+
+    from server.models import Entity, EntityVersion, Submission
+
+    r, ent = field.report, str(uuid.uuid4())
+    intake, *_ = field.send(case_code="KE-0810", point="intake", date="2026-01-10",
+                            entity_id=ent, ratings=ratings_for(r, "1"))  # fmt: skip
+    six, *_ = field.send(case_code="KE-0810", point="six_month", date="2026-07-10",
+                         entity_id=ent, ratings=ratings_for(r, "2"), base_version=1)  # fmt: skip
+    edit, *_ = field.send(case_code="KE-0810", point="six_month", date="2026-07-12",
+                          entity_id=ent, ratings=ratings_for(r, "3"), base_version=1,
+                          deprecated_id=six)  # fmt: skip
+    annual, *_ = field.send(case_code="KE-0810", point="annual", date="2027-07-15",
+                            entity_id=ent, ratings=ratings_for(r, "4"), base_version=3)  # fmt: skip
+    assert "processed 4: 4 assessments" in reconcile()
+
+    detail = _case_by_code(admin_api, "KE-0810")
+    assert _active(detail) == [
+        ("intake", "2026-01-10", 1.0),
+        ("six_month", "2026-07-12", 3.0),
+        ("annual", "2027-07-15", 4.0),
+    ]
+    assert _by_instance(detail) == {
+        intake: "active", six: "superseded", edit: "active", annual: "active"
+    }  # fmt: skip
+    assert detail["assessment_count"] == 3 and detail["latest_scores"]["SAF"] == 4.0
+    assert detail["change_since_intake"]["SAF"] == 3.0
+    assert detail["next_due"] == "2028-07-14"  # the annual + 365 days
+    queues = admin_api("GET", "/review-queues").get_json()
+    assert queues["conflicts"] == [] and queues["orphans"] == []
+
+    row = _served(field)[ent]
+    assert (row["label"], row["__version"]) == ("KE-0810", "4")
+    assert (row["last_assessment_date"], row["last_collection_point"]) == ("2027-07-15", "annual")
+    # v1 the intake's create, v2 the 6-month's update, v3 the server's version of the edit
+    # (Central does not process an edit's entity block again), v4 the annual's update
+    entity = db_session.scalar(select(Entity).where(Entity.uuid == ent))
+    versions = db_session.scalars(
+        select(EntityVersion)
+        .where(EntityVersion.entity_id == entity.id)
+        .order_by(EntityVersion.version)
+    ).all()
+    assert [(v.version, v.source, v.base_version, v.conflict) for v in versions] == [
+        (1, "submission", None, None),
+        (2, "submission", 1, None),
+        (3, "server", None, None),
+        (4, "submission", 3, None),
+    ]
+    assert [v.data["last_assessment_date"] for v in versions] == [
+        "2026-01-10", "2026-07-10", "2026-07-12", "2027-07-15"
+    ]  # fmt: skip
+    assert [v.data["score_SAF"] for v in versions] == ["1.00", "2.00", "3.00", "4.00"]
+    statuses = db_session.scalars(
+        select(Submission.status).where(Submission.instance_id.in_([intake, six, edit, annual]))
+    ).all()
+    assert statuses == ["decrypted"] * 4
