@@ -63,6 +63,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def today() -> dt.date:
+    """The server's calendar date, from which "due" and "overdue" are reckoned. Read through
+    this one function (``server.db.today()``) so that a test can hold the date still."""
+    return dt.date.today()
+
+
 @dataclass(slots=True)
 class Database:
     """What ``app.extensions["kintsugi.db"]`` holds."""

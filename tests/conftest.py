@@ -172,6 +172,20 @@ def db_session(app: Any) -> Iterator[Any]:
         session.close()
 
 
+@pytest.fixture
+def frozen_today(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The server's date (``server.db.today``) held at today's for the whole test: a test
+    that reckons "due" and "overdue" from the date must not see it turn at midnight between
+    its setup and its reads (CI runs at any hour)."""
+    import datetime as dt
+
+    import server.db
+
+    day = dt.date.today()
+    monkeypatch.setattr(server.db, "today", lambda: day)
+    return day
+
+
 class CliRunner:
     """Runs ``kintsugi ...`` in-process against the test database and directories."""
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import server.db
 from form_compiler.instance import read_assessment
 from server.errors import KeyLockedError, NotFoundError, ServerError
 from server.models import Entity, Form, FormVersion, Submission, SubmissionStatus
@@ -223,7 +224,7 @@ def list_cases(
     today: dt.date | None = None,
 ) -> tuple[list[CaseSummary], int]:
     """A page of the caseload and the total matching."""
-    today = today or dt.date.today()
+    today = today or server.db.today()
     conds = [Case.project_id == project_id]
     if office:
         conds.append(Case.office == office)
@@ -257,7 +258,7 @@ def list_cases(
 
 def get_case(session: Session, case_id: int, *, today: dt.date | None = None) -> CaseDetail:
     """A case with every assessment (history included) and per-domain series of the active ones."""
-    today = today or dt.date.today()
+    today = today or server.db.today()
     case = session.get(Case, case_id)
     if case is None:
         raise NotFoundError(f"Case {case_id} does not exist.")

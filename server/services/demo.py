@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import func, select
 
+import server.db
 from form_compiler.instance import build_instance
 from server.db import write_lock
 from server.models import Form, FormVersion, Project, Submission
@@ -88,7 +89,7 @@ def seed_demo(
     app: Any, project_id: int, token: str, passphrase: bytes, *, today: dt.date | None = None
 ) -> ReconcileResult | None:
     """Seed the demo project once (returns None when it already has submissions)."""
-    today = today or dt.date.today()
+    today = today or server.db.today()
     database = app.extensions["kintsugi.db"]
     with database.sessionmaker() as session:
         project = session.get(Project, project_id)

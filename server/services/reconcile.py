@@ -41,6 +41,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlche
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+import server.db
 from form_compiler.instance import read_assessment
 from form_compiler.scoring import Scorer
 from server.blobs import make_blob_store, read_all, read_many
@@ -1477,7 +1478,7 @@ def _refresh(
 ) -> None:
     """Set the case's state from ``rows``, its active assessments in order (no query), then
     bring its entity in the ``cases`` list up to date."""
-    today = today or dt.date.today()
+    today = today or server.db.today()
     case.assessment_count = len(rows)
     flags: list[str] = [f for f in (case.flags or []) if f.startswith("entity_")]
     if not rows:  # nothing active is left (an admin's decision): the list shows that too

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -123,24 +124,41 @@ def _no_store(resp: Response) -> Response:
     return resp
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _text_problem(value: Any) -> str | None:
+    """Why a JSON value holds text that no name, code or note can (None: it is fine): a NUL
+    (PostgreSQL cannot store it) or an unpaired surrogate escape such as ``\\ud800`` (no
+    character: it has no UTF-8 form). Walked with a stack, not recursion: a body nested a few
+    hundred levels deep must not exhaust the interpreter's stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "Contains a NUL character."
+            if _SURROGATES.search(item):
+                return "Contains an unpaired surrogate escape (such as \\ud800), which is no character."
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def body(schema: type[Schema]) -> dict[str, Any]:
     """The JSON body validated by ``schema`` (unknown fields refused)."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # the parser recurses per level: a 400, not a 500
+        raise ValidationError({"_body": ["The JSON is nested too deeply."]}) from None
     if not isinstance(data, dict):
         raise ValidationError({"_body": ["Send a JSON object (Content-Type: application/json)."]})
-    with_nul = sorted(k for k, v in data.items() if _has_nul(v))
-    if with_nul:  # no name, code or text holds one (and PostgreSQL cannot store it)
-        raise ValidationError({k: ["Contains a NUL character."] for k in with_nul})
+    problems = {k: _text_problem(k) or _text_problem(v) for k, v in data.items()}
+    if any(problems.values()):  # PostgreSQL and UTF-8 cannot store such text
+        raise ValidationError({k: [why] for k, why in sorted(problems.items()) if why})
     return schema().load(data)
 
 

@@ -151,6 +151,26 @@ def test_create_project__not_json__400(api: dict[str, Api]) -> None:
     assert resp.get_json()["error"] == "VALIDATION"
 
 
+def test_create_project__json_nested_too_deep__400(api: dict[str, Api]) -> None:
+    """Should refuse JSON nested deeper than the parser recurses with a 400, not a 500."""
+    deep = "[" * 5000 + "]" * 5000
+    resp = api["admin"]("POST", "/projects", data=deep, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] == "VALIDATION"
+
+
+def test_create_project__lone_surrogate_in_json__400_naming_the_field(
+    api: dict[str, Api],
+) -> None:
+    """Should refuse a string holding an unpaired surrogate escape (``\\ud800``, no
+    character at all: it cannot be stored as UTF-8) with a 400 on that field, not a 500."""
+    raw = '{"name": "Kisumu \\ud800", "passphrase": "correct horse battery staple"}'
+    resp = api["admin"]("POST", "/projects", data=raw, content_type="application/json")
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["error"] == "VALIDATION" and list(body["fields"]) == ["name"]
+
+
 def test_app_user_create__token_once_and_qr_payload(
     api: dict[str, Api], world: World, client: Any
 ) -> None:

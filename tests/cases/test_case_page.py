@@ -30,7 +30,9 @@ def _sign_in_reader(app, client, case_code: str) -> int:
     return case_id
 
 
-def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner, app, client):
+def test_case_page__change_since_intake_next_due_and_survivor_gap(
+    field, runner, app, client, frozen_today
+):
     r = field.report
     ent = str(uuid.uuid4())
     intake = ratings_for(
@@ -54,7 +56,7 @@ def test_case_page__change_since_intake_next_due_and_survivor_gap(field, runner,
     next_due = dt.date(2026, 7, 10) + dt.timedelta(days=365)
     due_cell = re.search(r'<dd id="next-due">(.*?)</dd>', page, re.S).group(1)
     assert next_due.isoformat() in due_cell
-    assert ("overdue" in due_cell) == (next_due < dt.date.today())
+    assert ("overdue" in due_cell) == (next_due < frozen_today)
 
     first, latest = expected_scores(r, intake), expected_scores(r, six)
     for domain in first:

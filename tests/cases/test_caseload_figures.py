@@ -155,13 +155,13 @@ def test_cases_api__closure_ready_false__lists_only_cases_not_ready(
 
 
 def test_cases_api__due_filter__rows_agree_with_their_due_field(
-    field, reconcile, admin_api, db_session
+    field, reconcile, admin_api, db_session, frozen_today
 ):
     """``due`` is "due" (within 30 days) or "overdue" per row; filtering on due=due must not
     return rows that the same response marks "overdue" (they have their own filter)."""
     send = _sender(field, db_session)
     r = field.report
-    today = dt.date.today()
+    today = frozen_today  # the server's date too: next due exactly today is this test's edge
     # intake 6 months (182 days) before: next due today -> "due" (not yet overdue)
     _case(send, "KE-0001", intake=ratings_for(r, "2"),
           intake_date=(today - dt.timedelta(days=182)).isoformat())  # fmt: skip

@@ -58,8 +58,8 @@ def mutate(data: bytes, rng: random.Random, *, rounds: int | None = None) -> byt
             buf[pos:pos] = span * rng.randint(1, 4)
         elif op == 3:
             buf[pos:pos] = rng.choice(TOKENS)
-        elif op == 4:
-            buf[pos:pos] = uuid.uuid4().hex.encode()
+        elif op == 4:  # an id-like token, from ``rng`` so that a seed replays the same inputs
+            buf[pos:pos] = uuid.UUID(int=rng.getrandbits(128), version=4).hex.encode()
         else:
             buf = buf[:pos]  # truncation: an upload cut off by the network
     return bytes(buf)

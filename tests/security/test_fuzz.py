@@ -76,3 +76,14 @@ def test_submission_endpoint__mutated_uploads__never_500(app, field):
         assert resp.status_code < 500, (i, resp.data[:300])
         assert b"<OpenRosaResponse" in resp.data
     assert 400 in statuses  # the mutations did reach the parsers
+
+
+def test_mutate__same_seed__same_inputs():
+    """Should replay the very same mutations from the same seed (a failure CI found must come
+    back locally, and hypothesis must be able to replay an st.randoms example)."""
+
+    def run() -> list[bytes]:
+        rng = random.Random(6)
+        return [mutate(MP_SEEDS[i % len(MP_SEEDS)][0], rng) for i in range(150)]
+
+    assert run() == run()
