@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from calendar import monthrange
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, nullcontext
@@ -91,10 +92,12 @@ DECRYPTED = "decrypted"
 RECONCILED = "reconciled"  # a plaintext submission that has been processed
 QUARANTINED = "quarantined"
 SCORE_TOLERANCE = 0.005
-SIX_MONTHS = dt.timedelta(days=182)
+#: months from intake to the first review, then between scheduled reviews (calendar months: the
+#: same day of the month, or the month's last day where it is shorter)
+FIRST_REVIEW_MONTHS = 6
 #: days an offline update waits for its predecessor before it is applied anyway (Central: 5)
 BACKLOG_DAYS = 5
-ONE_YEAR = dt.timedelta(days=365)
+REVIEW_MONTHS = 12
 #: the collection points the review schedule counts from (not ``ad_hoc``, not ``closure``)
 SCHEDULED = ("intake", "six_month", "annual")
 
@@ -1428,6 +1431,14 @@ def _ordered(rows: list[Assessment], seq: dict[Assessment, int]) -> list[Assessm
     )
 
 
+def add_months(day: dt.date, months: int) -> dt.date:
+    """``day`` moved ``months`` calendar months on, as a case worker counts: 15 January + 6 is
+    15 July; 31 August + 6 is the last day of February."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return day.replace(year=year, month=month, day=min(day.day, monthrange(year, month)[1]))
+
+
 def refresh_case(
     session: Session,
     case: Case,
@@ -1525,7 +1536,8 @@ def _refresh(
         last = scheduled[-1] if scheduled else latest
         if last.assessment_date is not None:
             first_review = all(r.collection_point == "intake" for r in scheduled)
-            case.next_due = last.assessment_date + (SIX_MONTHS if first_review else ONE_YEAR)
+            months = FIRST_REVIEW_MONTHS if first_review else REVIEW_MONTHS
+            case.next_due = add_months(last.assessment_date, months)
             if case.next_due < today:
                 flags.append("overdue")
     if any(f.startswith("survivor_gap") for f in latest.flags):

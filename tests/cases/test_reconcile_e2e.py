@@ -147,7 +147,7 @@ def test_reconcile__field_season__cases_scores_order_flags_and_queues(
     second_case = case_services.get_case(
         db_session, _case(db_session, field.project_id, "KE-0002").id
     )
-    assert second_case.next_due == "2026-08-02" and second_case.due == "overdue"
+    assert second_case.next_due == "2026-08-01" and second_case.due == "overdue"
     assert "overdue" in second_case.flags and second_case.change_since_intake["SAF"] is None
 
     # the cases entity list served to devices carries the latest state, with a version

@@ -143,7 +143,7 @@ def test_edit_naming_another_case__moves_the_assessment_to_that_case(field, reco
     first = _case_by_code(admin_api, "KE-0804")
     assert _active(first) == [("intake", "2026-01-10", 1.0)]
     assert first["assessment_count"] == 1 and first["latest_scores"]["SAF"] == 1.0
-    assert first["next_due"] == "2026-07-11"  # intake + 182 days again
+    assert first["next_due"] == "2026-07-10"  # intake + 6 months again
     assert all(v is None for v in first["change_since_intake"].values())
     second = _case_by_code(admin_api, "KE-0805")
     assert _active(second) == [("intake", "2026-01-12", 2.0), ("six_month", "2026-07-12", 4.0)]
@@ -272,7 +272,7 @@ def test_intake_follow_up_its_edit_and_an_annual_in_one_run__each_step_as_worked
     }  # fmt: skip
     assert detail["assessment_count"] == 3 and detail["latest_scores"]["SAF"] == 4.0
     assert detail["change_since_intake"]["SAF"] == 3.0
-    assert detail["next_due"] == "2028-07-14"  # the annual + 365 days
+    assert detail["next_due"] == "2028-07-15"  # the annual + a year
     queues = admin_api("GET", "/review-queues").get_json()
     assert queues["conflicts"] == [] and queues["orphans"] == []
 

@@ -111,13 +111,44 @@ def test_ad_hoc_visit__does_not_move_the_review_schedule(field, reconcile, db_se
     field.send(case_code="KE-0720", point="ad_hoc", date="2026-02-10", entity_id=ent,
                ratings=ratings_for(r, "2"))  # fmt: skip
     reconcile()
-    assert _case(db_session, "KE-0720").next_due == dt.date(2026, 1, 10) + dt.timedelta(days=182)
+    assert _case(db_session, "KE-0720").next_due == dt.date(2026, 7, 10)
     field.send(case_code="KE-0720", point="six_month", date="2026-07-15", entity_id=ent,
                ratings=ratings_for(r, "3"))  # fmt: skip
     field.send(case_code="KE-0720", point="ad_hoc", date="2026-09-01", entity_id=ent,
                ratings=ratings_for(r, "3"))  # fmt: skip
     reconcile()
-    assert _case(db_session, "KE-0720").next_due == dt.date(2026, 7, 15) + dt.timedelta(days=365)
+    assert _case(db_session, "KE-0720").next_due == dt.date(2027, 7, 15)
+
+
+@pytest.mark.parametrize(
+    ("intake", "six_month_due", "review", "annual_due"),
+    [
+        # the same day of the month, as a case worker counts "6 months" and "a year"
+        ("2026-01-15", "2026-07-15", "2026-07-20", "2027-07-20"),
+        # a day the later month lacks: its last day, never the next month
+        ("2027-08-31", "2028-02-29", "2028-02-29", "2029-02-28"),
+        ("2026-03-31", "2026-09-30", "2027-02-28", "2028-02-28"),
+        # across a leap day a year is still a year (2027-07-10 + 365 days was 2028-07-09)
+        ("2027-01-10", "2027-07-10", "2027-07-10", "2028-07-10"),
+    ],
+)
+def test_review_schedule__calendar_months__as_the_case_worker_counts_them(
+    field, reconcile, admin_api, db_session, intake, six_month_due, review, annual_due
+):
+    """Should put the 6-month review on the same day six months on, and each yearly review on
+    the same day a year on, shortened to the month's last day where the month is shorter; the
+    API shows the same date."""
+    r, ent, code = field.report, str(uuid.uuid4()), "KE-0730"
+    field.send(case_code=code, point="intake", date=intake, entity_id=ent,
+               ratings=ratings_for(r, "2"))  # fmt: skip
+    reconcile()
+    assert _case(db_session, code).next_due == dt.date.fromisoformat(six_month_due)
+    field.send(case_code=code, point="six_month", date=review, entity_id=ent,
+               ratings=ratings_for(r, "3"))  # fmt: skip
+    reconcile()
+    case = _case(db_session, code)
+    assert case.next_due == dt.date.fromisoformat(annual_due)
+    assert admin_api("GET", f"/cases/{case.id}").get_json()["next_due"] == annual_due
 
 
 @pytest.mark.parametrize("same", [False, True])
@@ -267,3 +298,42 @@ def test_same_day_intake_and_visit__intake_first_whatever_arrived_first(
     detail = admin_api("GET", f"/cases/{case.id}").get_json()
     assert [a["kind"] for a in detail["assessments"]] == ["intake", "ad_hoc"]
     assert detail["change_since_intake"]["SAF"] is None
+
+
+def test_migration_0010__dates_of_the_day_count_rule__move_to_calendar_months(
+    app, field, reconcile, db_session
+):
+    """Should move the next review of cases reconciled under the old rule (182 or 365 days on)
+    to the calendar date, leave a date that rule did not make alone, and give the old dates
+    back on downgrade."""
+    from server import db
+
+    r, url = field.report, app.config["DATABASE_URL"]
+    plan = {  # code: (assessments, calendar due, day-count due)
+        "KE-0741": ([("intake", "2026-01-15")], "2026-07-15", "2026-07-16"),
+        "KE-0742": ([("intake", "2027-01-10"), ("six_month", "2027-07-10")],
+                    "2028-07-10", "2028-07-09"),
+        "KE-0743": ([("intake", "2026-03-01"), ("ad_hoc", "2026-04-01")],
+                    "2026-09-01", "2026-08-30"),
+    }  # fmt: skip
+    for code, (steps, _, _) in plan.items():
+        ent = str(uuid.uuid4())
+        for point, date in steps:
+            field.send(case_code=code, point=point, date=date, entity_id=ent,
+                       ratings=ratings_for(r, "2"))  # fmt: skip
+    reconcile()
+    # a date no rule made (set by hand): neither direction touches it
+    _case(db_session, "KE-0743").next_due = dt.date(2026, 10, 1)
+    db_session.commit()
+    plan["KE-0743"] = (plan["KE-0743"][0], "2026-10-01", "2026-10-01")
+
+    def dues() -> dict[str, str]:
+        return {code: _case(db_session, code).next_due.isoformat() for code in plan}
+
+    assert dues() == {code: calendar for code, (_, calendar, _) in plan.items()}
+    db_session.close()
+    db.downgrade(url, "0009")
+    assert dues() == {code: days for code, (_, _, days) in plan.items()}
+    db_session.close()
+    db.upgrade(url)
+    assert dues() == {code: calendar for code, (_, calendar, _) in plan.items()}
