@@ -1,0 +1,197 @@
+"""Two reconcile workers on one tablet's offline entity sequence, at the same moment.
+
+One tablet registers a survivor offline and makes two follow-ups (Collect: the create at its
+version 1 with no branch, then updates based on 1 and 2 in its local branch; openrosa.md
+§11.4). Two of the three are reconciled by two workers at once; the third before or after.
+The interleaving is forced, not hoped for: the first worker stops just before its commit
+(its writes flushed, its locks held) while the second runs to its end or to a wait on the
+first; only then does the first commit.
+
+Whatever the order, the result must be the serial one: every assessment in the case, the
+list serving version 3 with the annual's scores, versions 1-3 made by the tablet's own
+submissions in its order, nothing held (waiting for the backlog days), no conflict to review.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import make_url
+
+from server.db import write_lock
+from server.models import EntityBacklog
+from server.services import custody
+from server.services.reconcile import reconcile_pending
+from tests.cases.conftest import PASSPHRASE
+from tests.cases.fieldwork import ratings_for, wait_until
+from tests.cases.test_entity_offline_sequences import _downloaded, _entity_conflicts, _integrity
+from tests.cases.test_entity_versions import _case, _history
+
+DATES = {"intake": "2026-01-05", "six_month": "2026-07-05", "annual": "2027-01-05"}
+BASE = {"six_month": 1, "annual": 2}
+
+
+class _Worker:
+    """``reconcile_pending`` in a thread of its own; ``pause`` stops its batch just before the
+    commit until :meth:`go` (every write flushed, every lock it took still held)."""
+
+    def __init__(self, app, project_id: int, *, pause: bool = False) -> None:
+        self.app, self.project_id = app, project_id
+        self.sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+        self.paused, self._go, self._armed = threading.Event(), threading.Event(), pause
+        self.at_write_lock = threading.Event()  # SQLite: asked for the one writer's lock
+        self.errors: list[BaseException] = []
+        self.processed = 0
+        self.thread = threading.Thread(target=self._run)
+
+    def _session(self):
+        session = self.sessionmaker()
+        if self._armed:  # the first transaction is the batch's
+            self._armed = False
+            event.listen(session, "before_commit", self._hold)
+        return session
+
+    def _hold(self, _session) -> None:
+        self.paused.set()
+        self._go.wait(60)
+
+    def __enter__(self) -> None:  # the worker's write lock (entered once per transaction)
+        self.at_write_lock.set()
+        write_lock(self.app).__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        write_lock(self.app).__exit__(*exc)
+
+    def _run(self) -> None:
+        try:
+            result = reconcile_pending(
+                self._session, self.project_id, config=self.app.config, limit=1, batch=1,
+                write_lock=self,
+            )  # fmt: skip
+            self.processed = result.processed
+        except BaseException as err:  # surfaced by the test
+            self.errors.append(err)
+
+    def go(self) -> None:
+        self._go.set()
+
+
+def _waits_for_a_lock(app) -> bool:
+    """PostgreSQL: a session of this database waits for a lock another one holds."""
+    with app.extensions["kintsugi.db"].sessionmaker() as s:  # a fresh statistics snapshot
+        return bool(
+            s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        )
+
+
+def _writer_lock_taken(app) -> bool:
+    """SQLite: whether some worker holds the file lock every writer process takes."""
+    path = make_url(app.config["DATABASE_URL"]).database + ".writelock"
+    with open(path, "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
+
+
+def _at_once(app, backend, project_id: int) -> None:
+    """Reconcile the two pending submissions with two workers: the older one's worker stops
+    before its commit; the other runs until it is done or waits for the first; then the first
+    commits."""
+    first, second = _Worker(app, project_id, pause=True), _Worker(app, project_id)
+    first.thread.start()
+    try:
+        wait_until(lambda: first.paused.is_set() or not first.thread.is_alive())
+        assert first.paused.is_set(), first.errors
+        second.thread.start()
+        if backend == "postgres":
+            wait_until(lambda: not second.thread.is_alive() or _waits_for_a_lock(app))
+        else:  # one writer at a time: the second worker cannot even start its batch
+            wait_until(lambda: not second.thread.is_alive() or second.at_write_lock.is_set())
+            assert _writer_lock_taken(app) and second.thread.is_alive()
+    finally:
+        first.go()
+        for worker in (first, second):
+            if worker.thread.ident is not None:
+                worker.thread.join(60)
+    for worker in (first, second):
+        assert not worker.thread.is_alive() and not worker.errors, worker.errors
+        assert worker.processed == 1  # each worker reconciled one of the two
+
+
+@pytest.mark.parametrize(
+    ("before", "pair"),
+    [
+        # the intake and the 6-month at once (the annual later)
+        ((), ("intake", "six_month")),
+        ((), ("six_month", "intake")),
+        # the two follow-ups at once, the intake synced before
+        (("intake",), ("six_month", "annual")),
+        (("intake",), ("annual", "six_month")),
+        # the intake and the annual at once, the 6-month synced (and held) before
+        (("six_month",), ("intake", "annual")),
+        (("six_month",), ("annual", "intake")),
+    ],
+    ids=lambda v: "+".join(v) or "none",
+)
+def test_two_workers_at_once__the_offline_branch_applies_as_in_serial_order(
+    field, reconcile, app, backend, db_session, admin_api, before, pair
+):
+    """Should give the serial result when two of the tablet's three submissions are reconciled
+    by two workers at once, in either commit order: an intake and a follow-up at once must not
+    leave the follow-up's list update held (it was: the follow-up's worker saw no case yet,
+    and the intake's worker no held update yet) until the backlog days force it."""
+    r, ent, branch = field.report, str(uuid.uuid4()), str(uuid.uuid4())
+    code = "KE-0950"
+    rating = {"intake": "1", "six_month": "2", "annual": "3"}
+    made = {
+        point: field.encrypt(
+            case_code=code,
+            point=point,
+            date=DATES[point],
+            entity_id=ent,
+            ratings=ratings_for(r, rating[point]),
+            **({"base_version": BASE[point], "branch_id": branch} if point in BASE else {}),
+        )
+        for point in DATES
+    }
+    for point in before:
+        field.post(*made[point][1:])
+        reconcile()
+    for point in pair:  # the older one is claimed by the first worker
+        field.post(*made[point][1:])
+    with app.extensions["kintsugi.db"].sessionmaker() as s:  # the CLI locked it when done
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    _at_once(app, backend, field.project_id)
+    for point in DATES.keys() - {*before, *pair}:
+        field.post(*made[point][1:])
+    reconcile()  # the rest, and what a worker does after its batches
+
+    row = _downloaded(field)[ent]  # what every tablet gets
+    assert (row["__version"], row["last_collection_point"]) == ("3", "annual")
+    assert {row[f"score_{d['id']}"] for d in r["domains"]} == {"3.00"}
+    assert _integrity(field, [ent]) == {ent: "false"}
+    case = _case(db_session, code)
+    assert case.assessment_count == 3 and case.latest_date.isoformat() == DATES["annual"]
+    assert set(case.latest_scores.values()) == {3.0}
+    assert not [f for f in case.flags if f.startswith("entity_")]
+    assert _history(db_session, ent) == [
+        (1, "submission", None, None, None),
+        (2, "submission", 1, branch, None),
+        (3, "submission", 2, branch, None),
+    ]
+    assert db_session.scalars(select(EntityBacklog)).all() == []  # nothing waits for 5 days
+    assert _entity_conflicts(admin_api) == []
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
