@@ -351,6 +351,7 @@ def resolve_review_item(
     """
     from server.services.reconcile import (
         adopt_waiting_orphans,
+        lock_cases,
         merge_device_entity,
         refresh_case,
         settle_in_case,
@@ -367,6 +368,14 @@ def resolve_review_item(
     if item.kind == "orphan" and action in ("link", "create_case"):
         if assessment is None:
             raise ServerError("This orphan has no assessment to link.", http_status=400)
+        # a worker reconciling the tablet's next follow-up of this case at this moment would
+        # not see the case made here, nor this the update it holds: one waits for the other
+        lock_cases(
+            session,
+            item.project_id,
+            {assessment.entity_uuid} - {None},
+            {assessment.case_code, (case_code or "").strip()} - {None, ""},
+        )
         if action == "link":
             case = session.get(Case, case_id) if case_id else None
             if case is None or case.project_id != item.project_id:

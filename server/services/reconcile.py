@@ -19,7 +19,7 @@ For each claimed submission (encrypted ``pending_decryption``, or a complete pla
 
 Claiming is safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``), and two
 batches naming one case (by entity id or code, made yet or not) run one after the other
-(:func:`_lock_cases`); on SQLite one worker runs at a time (SQLite serialises writers).
+(:func:`lock_cases`); on SQLite one worker runs at a time (SQLite serialises writers).
 Every write for one submission happens in one transaction keyed by the submission id, so a
 worker killed midway leaves it pending and the re-run processes it exactly once. Free-text notes are never written to the database.
 """
@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ReconcileResult",
+    "lock_cases",
     "plaintext_of",
     "reconcile_batch",
     "reconcile_pending",
@@ -681,7 +682,7 @@ class _Batch:
         deprecated = {a.deprecated_id for a in found if a.deprecated_id}
         uuids = {a.entity_uuid for a in found if a.entity_uuid}
         codes = {a.case_code for a in found if a.case_code}
-        _lock_cases(session, pid, uuids, codes)
+        lock_cases(session, pid, uuids, codes)
         previous = (
             session.scalars(
                 select(Assessment).where(
@@ -831,9 +832,10 @@ def _lock_key(project_id: int, kind: str, value: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-def _lock_cases(session: Session, project_id: int, uuids: set[str], codes: set[str]) -> None:
-    """PostgreSQL: wait for, then lock until commit, every case entity id and case code the
-    batch names, whether its case exists yet or not (Central's ``_lockEntity``).
+def lock_cases(session: Session, project_id: int, uuids: set[str], codes: set[str]) -> None:
+    """PostgreSQL: wait for, then lock until commit, every case entity id and case code a
+    worker's batch (or an admin linking an orphan) names, whether its case exists yet or not
+    (Central's ``_lockEntity``).
 
     A case's row lock cannot cover a case that another worker's uncommitted batch is creating:
     an intake and a follow-up of one tablet, reconciled at the same moment, would each miss

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from server.db import write_lock
 from server.models import EntityBacklog
+from server.models_cases import Case
 from server.services import custody
 from server.services.reconcile import reconcile_pending
 from tests.cases.conftest import PASSPHRASE
@@ -193,5 +194,104 @@ def test_two_workers_at_once__the_offline_branch_applies_as_in_serial_order(
         (3, "submission", 2, branch, None),
     ]
     assert db_session.scalars(select(EntityBacklog)).all() == []  # nothing waits for 5 days
+    assert _entity_conflicts(admin_api) == []
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+class _PausedAdmin:
+    """An admin's request in a thread of its own; with ``pause``, it stops just before the
+    commit of the transaction that opened a case until :meth:`go`."""
+
+    def __init__(self, app, call, *, pause: bool) -> None:
+        self.sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+        self.paused, self._go, self._opened = threading.Event(), threading.Event(), False
+        self.answers: list = []
+        self.thread = threading.Thread(target=lambda: self.answers.append(call()))
+        if pause:
+            event.listen(self.sessionmaker, "after_flush", self._flushed)
+            event.listen(self.sessionmaker, "before_commit", self._hold)
+
+    def _flushed(self, session, _context) -> None:
+        if threading.current_thread() is self.thread and any(
+            isinstance(o, Case) for o in session.new
+        ):
+            self._opened = True
+
+    def _hold(self, _session) -> None:
+        if threading.current_thread() is self.thread and self._opened:
+            self.paused.set()
+            self._go.wait(60)
+
+    def go(self) -> None:
+        self._go.set()
+
+    def close(self) -> None:
+        """Unhook (once its thread is done: listeners must not change while they run)."""
+        for name, fn in (("after_flush", self._flushed), ("before_commit", self._hold)):
+            if event.contains(self.sessionmaker, name, fn):
+                event.remove(self.sessionmaker, name, fn)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("first", ["worker", "admin"])
+def test_admin_opens_the_case_while_a_worker_reconciles_its_next_follow_up__nothing_waits(
+    field, reconcile, app, db_session, admin_api, first
+):
+    """Should give the serial result when an admin opens a case from an orphan (the tablet's
+    intake was lost) while a worker reconciles the tablet's next follow-up, whichever commits
+    first: the admin's case create is the version 1 the tablet's branch builds on, so neither
+    follow-up may stay held, or an orphan, until the backlog days force it. (PostgreSQL: on
+    SQLite the admin's request and the worker's batch take the one writer's lock in turn.)"""
+    r, ent, branch, code = field.report, str(uuid.uuid4()), str(uuid.uuid4()), "KE-0951"
+    common = {"case_code": code, "entity_id": ent, "branch_id": branch}
+    field.send(point="six_month", date=DATES["six_month"], ratings=ratings_for(r, "2"),
+               base_version=1, **common)  # fmt: skip
+    reconcile()
+    [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
+    field.send(point="annual", date=DATES["annual"], ratings=ratings_for(r, "3"),
+               base_version=2, **common)  # fmt: skip
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+
+    worker = _Worker(app, field.project_id, pause=first == "worker")
+    admin = _PausedAdmin(app, lambda: admin_api(
+        "POST", f"/review-items/{orphan['id']}/resolve",
+        json={"action": "create_case", "case_code": code},
+    ), pause=first == "admin")  # fmt: skip
+    (one, one_paused), other = (
+        ((worker.thread, worker.paused), admin.thread)
+        if first == "worker"
+        else ((admin.thread, admin.paused), worker.thread)
+    )
+    one.start()
+    try:
+        wait_until(lambda: one_paused.is_set() or not one.is_alive())
+        assert one_paused.is_set(), (worker.errors, admin.answers)
+        other.start()
+        wait_until(lambda: not other.is_alive() or _waits_for_a_lock(app))
+    finally:
+        worker.go()
+        admin.go()
+        for thread in (worker.thread, admin.thread):
+            if thread.ident is not None:
+                thread.join(60)
+        admin.close()
+    assert not worker.errors and worker.processed == 1
+    assert [a.status_code for a in admin.answers] == [204]
+    reconcile()  # what a worker does next
+
+    row = _downloaded(field)[ent]
+    assert row["last_collection_point"] == "annual"
+    assert {row[f"score_{d['id']}"] for d in r["domains"]} == {"3.00"}
+    case = _case(db_session, code)
+    assert case.assessment_count == 2 and set(case.latest_scores.values()) == {3.0}
+    assert not [f for f in case.flags if f.startswith("entity_")]
+    assert db_session.scalars(select(EntityBacklog)).all() == []  # nothing waits for 5 days
+    assert [(v, src, base) for v, src, base, _, _ in _history(db_session, ent)][:3] == [
+        (1, "server", None),
+        (2, "submission", 1),
+        (3, "submission", 2),
+    ]
     assert _entity_conflicts(admin_api) == []
     assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
