@@ -295,3 +295,50 @@ def test_admin_opens_the_case_while_a_worker_reconciles_its_next_follow_up__noth
     ]
     assert _entity_conflicts(admin_api) == []
     assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+@pytest.mark.postgres_only
+def test_admin_links_an_orphan_the_worker_is_adopting__told_it_is_resolved(
+    field, reconcile, app, db_session, admin_api
+):
+    """Should answer as in serial order when an admin links an orphan to a case while a
+    worker's batch adopts that same orphan into the case its intake makes: the item is
+    resolved already (404), and the follow-up stays in its own survivor's case rather than
+    being moved, from a stale read, to the case the admin picked."""
+    r, ent, code = field.report, str(uuid.uuid4()), "KE-0952"
+    field.send(case_code="KE-0953", point="intake", date=DATES["intake"],
+               entity_id=str(uuid.uuid4()), ratings=ratings_for(r, "1"))  # fmt: skip
+    field.send(case_code=code, point="six_month", date=DATES["six_month"], entity_id=ent,
+               ratings=ratings_for(r, "2"), base_version=1, branch_id=str(uuid.uuid4()))  # fmt: skip
+    reconcile()
+    [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
+    other = _case(db_session, "KE-0953").id
+    field.send(case_code=code, point="intake", date=DATES["intake"], entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+
+    worker = _Worker(app, field.project_id, pause=True)
+    admin = _PausedAdmin(app, lambda: admin_api(
+        "POST", f"/review-items/{orphan['id']}/resolve", json={"action": "link", "case_id": other},
+    ), pause=False)  # fmt: skip
+    worker.thread.start()
+    try:
+        wait_until(lambda: worker.paused.is_set() or not worker.thread.is_alive())
+        assert worker.paused.is_set(), worker.errors
+        admin.thread.start()
+        wait_until(lambda: not admin.thread.is_alive() or _waits_for_a_lock(app))
+    finally:
+        worker.go()
+        for thread in (worker.thread, admin.thread):
+            if thread.ident is not None:
+                thread.join(60)
+    assert not worker.errors and worker.processed == 1
+    assert [a.status_code for a in admin.answers] == [404]
+
+    case = _case(db_session, code)
+    assert case.assessment_count == 2 and case.latest_date.isoformat() == DATES["six_month"]
+    assert _case(db_session, "KE-0953").assessment_count == 1
+    assert _downloaded(field)[ent]["last_collection_point"] == "six_month"
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
