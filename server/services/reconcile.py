@@ -290,12 +290,17 @@ def force_held_entity_updates(
     device's order. Returns how many were forced.
     """
     cutoff = dt.datetime.now(dt.UTC) - older_than
+    due = (EntityBacklog.project_id == project_id, EntityBacklog.held_at < cutoff)
     stmt = (
         select(EntityBacklog)
-        .where(EntityBacklog.project_id == project_id, EntityBacklog.held_at < cutoff)
+        .where(*due)
         .order_by(EntityBacklog.branch_id, EntityBacklog.branch_base_version, EntityBacklog.id)
     )
     if session.get_bind().dialect.name == "postgresql":
+        # first the entities, as a batch locks them (its predecessor may be arriving now: that
+        # batch releases the held row, then this finds it gone), then the rows
+        held = set(session.scalars(select(EntityBacklog.entity_uuid).where(*due)))
+        lock_cases(session, project_id, held, set())
         stmt = stmt.with_for_update(skip_locked=True)
     rows = list(session.scalars(stmt))
     for row in rows:
@@ -834,8 +839,8 @@ def _lock_key(project_id: int, kind: str, value: str) -> int:
 
 def lock_cases(session: Session, project_id: int, uuids: set[str], codes: set[str]) -> None:
     """PostgreSQL: wait for, then lock until commit, every case entity id and case code a
-    worker's batch (or an admin linking an orphan) names, whether its case exists yet or not
-    (Central's ``_lockEntity``).
+    worker's batch names (or an admin linking an orphan, or the pass forcing held updates),
+    whether its case exists yet or not (Central's ``_lockEntity``).
 
     A case's row lock cannot cover a case that another worker's uncommitted batch is creating:
     an intake and a follow-up of one tablet, reconciled at the same moment, would each miss

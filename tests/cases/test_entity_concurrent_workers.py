@@ -40,8 +40,11 @@ class _Worker:
     """``reconcile_pending`` in a thread of its own; ``pause`` stops its batch just before the
     commit until :meth:`go` (every write flushed, every lock it took still held)."""
 
-    def __init__(self, app, project_id: int, *, pause: bool = False) -> None:
-        self.app, self.project_id = app, project_id
+    def __init__(
+        self, app, project_id: int, *, pause: bool = False, at_flush: bool = False, **config
+    ) -> None:
+        self.app, self.project_id, self.config = app, project_id, {**app.config, **config}
+        self.at_flush = at_flush  # stop before the batch writes, rather than before it commits
         self.sessionmaker = app.extensions["kintsugi.db"].sessionmaker
         self.paused, self._go, self._armed = threading.Event(), threading.Event(), pause
         self.at_write_lock = threading.Event()  # SQLite: asked for the one writer's lock
@@ -53,12 +56,16 @@ class _Worker:
         session = self.sessionmaker()
         if self._armed:  # the first transaction is the batch's
             self._armed = False
-            event.listen(session, "before_commit", self._hold)
+            if self.at_flush:
+                event.listen(session, "before_flush", self._hold)
+            else:
+                event.listen(session, "before_commit", self._hold)
         return session
 
-    def _hold(self, _session) -> None:
-        self.paused.set()
-        self._go.wait(60)
+    def _hold(self, _session, *_flush) -> None:
+        if not self.paused.is_set():
+            self.paused.set()
+            self._go.wait(60)
 
     def __enter__(self) -> None:  # the worker's write lock (entered once per transaction)
         self.at_write_lock.set()
@@ -70,7 +77,7 @@ class _Worker:
     def _run(self) -> None:
         try:
             result = reconcile_pending(
-                self._session, self.project_id, config=self.app.config, limit=1, batch=1,
+                self._session, self.project_id, config=self.config, limit=1, batch=1,
                 write_lock=self,
             )  # fmt: skip
             self.processed = result.processed
@@ -342,3 +349,52 @@ def test_admin_links_an_orphan_the_worker_is_adopting__told_it_is_resolved(
     assert _case(db_session, "KE-0953").assessment_count == 1
     assert _downloaded(field)[ent]["last_collection_point"] == "six_month"
     assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+
+
+@pytest.mark.postgres_only
+def test_held_update_forced_while_its_predecessor_is_reconciled__both_workers_carry_on(
+    field, reconcile, app, db_session
+):
+    """Should let a worker's forced-backlog pass and another worker's batch meet on one held
+    update without either failing: the tablet's 6-month arrives just as its annual (held for
+    it) has waited the backlog days. The batch applies the 6-month and releases the annual in
+    the tablet's order; the forcing pass finds nothing left to force. (Before, each locked
+    what the other wanted next - the held row, the case row - and PostgreSQL broke the
+    deadlock by failing the forcing worker's pass.)"""
+    r, ent, branch, code = field.report, str(uuid.uuid4()), str(uuid.uuid4()), "KE-0954"
+    common = {"case_code": code, "entity_id": ent, "branch_id": branch}
+    field.send(case_code=code, point="intake", date=DATES["intake"], entity_id=ent,
+               ratings=ratings_for(r, "1"))  # fmt: skip
+    field.send(point="annual", date=DATES["annual"], ratings=ratings_for(r, "3"),
+               base_version=2, **common)  # fmt: skip
+    reconcile()
+    field.send(point="six_month", date=DATES["six_month"], ratings=ratings_for(r, "2"),
+               base_version=1, **common)  # fmt: skip
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+
+    batch = _Worker(app, field.project_id, pause=True, at_flush=True)
+    forcing = _Worker(app, field.project_id, ENTITY_BACKLOG_DAYS=0)  # all waited long enough
+    batch.thread.start()
+    try:
+        wait_until(lambda: batch.paused.is_set() or not batch.thread.is_alive())
+        assert batch.paused.is_set(), batch.errors
+        forcing.thread.start()
+        wait_until(lambda: not forcing.thread.is_alive() or _waits_for_a_lock(app))
+    finally:
+        batch.go()
+        for worker in (batch, forcing):
+            if worker.thread.ident is not None:
+                worker.thread.join(60)
+    assert (batch.errors, forcing.errors) == ([], [])
+    assert (batch.processed, forcing.processed) == (1, 0)
+
+    assert [(v, src, base) for v, src, base, _, _ in _history(db_session, ent)] == [
+        (1, "submission", None),
+        (2, "submission", 1),
+        (3, "submission", 2),
+    ]
+    assert db_session.scalars(select(EntityBacklog)).all() == []
+    row = _downloaded(field)[ent]
+    assert (row["__version"], row["last_collection_point"]) == ("3", "annual")
