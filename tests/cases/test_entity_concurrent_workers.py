@@ -113,26 +113,35 @@ def _writer_lock_taken(app) -> bool:
         return False
 
 
+def _interleave(app, first, second, *, waiting=None) -> bool:
+    """Start ``first`` and wait until it stopped at its pause; start ``second`` and wait until
+    it is done or waits (``waiting``; by default: for a lock on PostgreSQL); then let ``first``
+    go and wait for both. Returns whether ``second`` was still running, i.e. waiting."""
+    first.thread.start()
+    try:
+        wait_until(lambda: first.paused.is_set() or not first.thread.is_alive())
+        assert first.paused.is_set(), getattr(first, "errors", None)
+        second.thread.start()
+        waits = waiting or (lambda: _waits_for_a_lock(app))
+        wait_until(lambda: not second.thread.is_alive() or waits())
+        return second.thread.is_alive()
+    finally:
+        first.go()
+        for side in (first, second):
+            if side.thread.ident is not None:
+                side.thread.join(60)
+
+
 def _at_once(app, backend, project_id: int) -> None:
     """Reconcile the two pending submissions with two workers: the older one's worker stops
     before its commit; the other runs until it is done or waits for the first; then the first
     commits."""
     first, second = _Worker(app, project_id, pause=True), _Worker(app, project_id)
-    first.thread.start()
-    try:
-        wait_until(lambda: first.paused.is_set() or not first.thread.is_alive())
-        assert first.paused.is_set(), first.errors
-        second.thread.start()
-        if backend == "postgres":
-            wait_until(lambda: not second.thread.is_alive() or _waits_for_a_lock(app))
-        else:  # one writer at a time: the second worker cannot even start its batch
-            wait_until(lambda: not second.thread.is_alive() or second.at_write_lock.is_set())
-            assert _writer_lock_taken(app) and second.thread.is_alive()
-    finally:
-        first.go()
-        for worker in (first, second):
-            if worker.thread.ident is not None:
-                worker.thread.join(60)
+    if backend == "postgres":
+        _interleave(app, first, second)
+    else:  # one writer at a time: the second worker cannot even start its batch
+        asked = second.at_write_lock.is_set
+        assert _interleave(app, first, second, waiting=lambda: asked() and _writer_lock_taken(app))
     for worker in (first, second):
         assert not worker.thread.is_alive() and not worker.errors, worker.errors
         assert worker.processed == 1  # each worker reconciled one of the two
@@ -266,23 +275,9 @@ def test_admin_opens_the_case_while_a_worker_reconciles_its_next_follow_up__noth
         "POST", f"/review-items/{orphan['id']}/resolve",
         json={"action": "create_case", "case_code": code},
     ), pause=first == "admin")  # fmt: skip
-    (one, one_paused), other = (
-        ((worker.thread, worker.paused), admin.thread)
-        if first == "worker"
-        else ((admin.thread, admin.paused), worker.thread)
-    )
-    one.start()
     try:
-        wait_until(lambda: one_paused.is_set() or not one.is_alive())
-        assert one_paused.is_set(), (worker.errors, admin.answers)
-        other.start()
-        wait_until(lambda: not other.is_alive() or _waits_for_a_lock(app))
+        _interleave(app, *((worker, admin) if first == "worker" else (admin, worker)))
     finally:
-        worker.go()
-        admin.go()
-        for thread in (worker.thread, admin.thread):
-            if thread.ident is not None:
-                thread.join(60)
         admin.close()
     assert not worker.errors and worker.processed == 1
     assert [a.status_code for a in admin.answers] == [204]
@@ -330,17 +325,7 @@ def test_admin_links_an_orphan_the_worker_is_adopting__told_it_is_resolved(
     admin = _PausedAdmin(app, lambda: admin_api(
         "POST", f"/review-items/{orphan['id']}/resolve", json={"action": "link", "case_id": other},
     ), pause=False)  # fmt: skip
-    worker.thread.start()
-    try:
-        wait_until(lambda: worker.paused.is_set() or not worker.thread.is_alive())
-        assert worker.paused.is_set(), worker.errors
-        admin.thread.start()
-        wait_until(lambda: not admin.thread.is_alive() or _waits_for_a_lock(app))
-    finally:
-        worker.go()
-        for thread in (worker.thread, admin.thread):
-            if thread.ident is not None:
-                thread.join(60)
+    _interleave(app, worker, admin)
     assert not worker.errors and worker.processed == 1
     assert [a.status_code for a in admin.answers] == [404]
 
@@ -376,17 +361,7 @@ def test_held_update_forced_while_its_predecessor_is_reconciled__both_workers_ca
 
     batch = _Worker(app, field.project_id, pause=True, at_flush=True)
     forcing = _Worker(app, field.project_id, ENTITY_BACKLOG_DAYS=0)  # all waited long enough
-    batch.thread.start()
-    try:
-        wait_until(lambda: batch.paused.is_set() or not batch.thread.is_alive())
-        assert batch.paused.is_set(), batch.errors
-        forcing.thread.start()
-        wait_until(lambda: not forcing.thread.is_alive() or _waits_for_a_lock(app))
-    finally:
-        batch.go()
-        for worker in (batch, forcing):
-            if worker.thread.ident is not None:
-                worker.thread.join(60)
+    _interleave(app, batch, forcing)
     assert (batch.errors, forcing.errors) == ([], [])
     assert (batch.processed, forcing.processed) == (1, 0)
 
