@@ -41,9 +41,17 @@ class _Worker:
     commit until :meth:`go` (every write flushed, every lock it took still held)."""
 
     def __init__(
-        self, app, project_id: int, *, pause: bool = False, at_flush: bool = False, **config
+        self,
+        app,
+        project_id: int,
+        *,
+        pause: bool = False,
+        at_flush: bool = False,
+        batch: int = 1,
+        **config,
     ) -> None:
         self.app, self.project_id, self.config = app, project_id, {**app.config, **config}
+        self.batch = batch  # submissions it claims (in id order, skipping those claimed)
         self.at_flush = at_flush  # stop before the batch writes, rather than before it commits
         self.sessionmaker = app.extensions["kintsugi.db"].sessionmaker
         self.paused, self._go, self._armed = threading.Event(), threading.Event(), pause
@@ -77,7 +85,8 @@ class _Worker:
     def _run(self) -> None:
         try:
             result = reconcile_pending(
-                self._session, self.project_id, config=self.config, limit=1, batch=1,
+                self._session, self.project_id, config=self.config, limit=self.batch,
+                batch=self.batch,
                 write_lock=self,
             )  # fmt: skip
             self.processed = result.processed
@@ -373,3 +382,48 @@ def test_held_update_forced_while_its_predecessor_is_reconciled__both_workers_ca
     assert db_session.scalars(select(EntityBacklog)).all() == []
     row = _downloaded(field)[ent]
     assert (row["__version"], row["last_collection_point"]) == ("3", "annual")
+
+
+@pytest.mark.postgres_only
+def test_two_batches_crossing_two_tablets__each_waits_for_the_other_in_turn_not_in_a_circle(
+    field, reconcile, app, db_session, admin_api
+):
+    """Should serialise, not deadlock, two batches that each hold one tablet's intake and the
+    other tablet's follow-up (the locks are taken together, in one order): both cases end at
+    version 2 from the tablets' own submissions, nothing held, no orphan."""
+    r = field.report
+    tablets = [(f"KE-096{i}", str(uuid.uuid4()), str(uuid.uuid4())) for i in (1, 2)]
+
+    def upload(tablet, point):
+        code, ent, branch = tablet
+        extra = {"base_version": 1, "branch_id": branch} if point == "six_month" else {}
+        field.send(case_code=code, point=point, date=DATES[point], entity_id=ent,
+                   ratings=ratings_for(r, "2" if extra else "1"), **extra)  # fmt: skip
+
+    one, two = tablets
+    for tablet, point in ((one, "intake"), (two, "six_month"), (one, "six_month"), (two, "intake")):
+        upload(tablet, point)  # the first worker claims the first two, the second the others
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
+        s.commit()
+    first = _Worker(app, field.project_id, pause=True, batch=2)
+    second = _Worker(app, field.project_id, batch=2)
+    _interleave(app, first, second)
+    assert (first.errors, second.errors) == ([], [])
+    assert (first.processed, second.processed) == (2, 2)
+    reconcile()  # what a worker does next
+
+    served = _downloaded(field)
+    for code, ent, branch in tablets:
+        assert (served[ent]["__version"], served[ent]["last_collection_point"]) == (
+            "2",
+            "six_month",
+        )
+        assert _case(db_session, code).assessment_count == 2
+        assert [(v, src, base, b) for v, src, base, b, _ in _history(db_session, ent)] == [
+            (1, "submission", None, None),
+            (2, "submission", 1, branch),
+        ]
+    assert db_session.scalars(select(EntityBacklog)).all() == []
+    assert admin_api("GET", "/review-queues").get_json()["orphans"] == []
+    assert _entity_conflicts(admin_api) == []
