@@ -1,4 +1,4 @@
-"""Two reconcile workers on one tablet's offline entity sequence, at the same moment.
+"""Two reconcile workers (or a worker and an admin) on one tablet's offline entity sequence.
 
 One tablet registers a survivor offline and makes two follow-ups (Collect: the create at its
 version 1 with no branch, then updates based on 1 and 2 in its local branch; openrosa.md
@@ -10,7 +10,8 @@ first; only then does the first commit.
 Whatever the order, the result must be the serial one: every assessment in the case, the
 list serving version 3 with the annual's scores, versions 1-3 made by the tablet's own
 submissions in its order, nothing held (waiting for the backlog days), no conflict to review.
-"""
+The same for an admin opening or linking the case from an orphan meanwhile, for the pass that
+forces held updates, and for two batches crossing two tablets."""
 
 from __future__ import annotations
 
