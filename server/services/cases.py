@@ -329,6 +329,9 @@ def review_queues(session: Session, project_id: int) -> dict[str, list[ReviewIte
     return out
 
 
+_ITEM_GONE = "That review item does not exist or is already resolved."
+
+
 def resolve_review_item(
     session: Session,
     item_id: int,
@@ -352,6 +355,7 @@ def resolve_review_item(
     """
     from server.services.reconcile import (
         adopt_waiting_orphans,
+        lock_cases,
         merge_device_entity,
         refresh_case,
         settle_in_case,
@@ -363,11 +367,23 @@ def resolve_review_item(
         or item.resolved_at is not None
         or (project_id is not None and item.project_id != project_id)
     ):
-        raise NotFoundError("That review item does not exist or is already resolved.")
+        raise NotFoundError(_ITEM_GONE)
     assessment = session.get(AssessmentRow, item.assessment_id) if item.assessment_id else None
     if item.kind == "orphan" and action in ("link", "create_case"):
         if assessment is None:
             raise ServerError("This orphan has no assessment to link.", http_status=400)
+        # a worker reconciling the tablet's next follow-up of this case at this moment would
+        # not see the case made here, nor this the update it holds: one waits for the other
+        lock_cases(
+            session,
+            item.project_id,
+            {assessment.entity_uuid} - {None},
+            {assessment.case_code, (case_code or "").strip()} - {None, ""},
+        )
+        session.refresh(item)  # as that worker left them, if it was first
+        session.refresh(assessment)
+        if item.resolved_at is not None:  # it adopted the orphan into the case it made
+            raise NotFoundError(_ITEM_GONE)
         if action == "link":
             case = session.get(Case, case_id) if case_id else None
             if case is None or case.project_id != item.project_id:

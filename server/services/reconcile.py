@@ -17,15 +17,17 @@ For each claimed submission (encrypted ``pending_decryption``, or a complete pla
    (:mod:`server.services.entity_versions`): offline updates find their base in their branch,
    wait for a predecessor that has not arrived, and parallel updates are flagged as conflicts.
 
-Claiming is safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``); on SQLite one
-worker runs at a time (SQLite serialises writers). Every write for one submission happens in
-one transaction keyed by the submission id, so a worker killed midway leaves it pending and
-the re-run processes it exactly once. Free-text notes are never written to the database.
+Claiming is safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``), and two
+batches naming one case (by entity id or code, made yet or not) run one after the other
+(:func:`lock_cases`); on SQLite one worker runs at a time (SQLite serialises writers).
+Every write for one submission happens in one transaction keyed by the submission id, so a
+worker killed midway leaves it pending and the re-run processes it exactly once. Free-text notes are never written to the database.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 import uuid
@@ -37,7 +39,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, inspect, literal, or_, select, union_all, update
+from sqlalchemy import BigInteger, func, inspect, literal, or_, select, union_all, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -80,6 +83,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ReconcileResult",
+    "lock_cases",
     "plaintext_of",
     "reconcile_batch",
     "reconcile_pending",
@@ -291,12 +295,17 @@ def force_held_entity_updates(
     device's order. Returns how many were forced.
     """
     cutoff = dt.datetime.now(dt.UTC) - older_than
+    due = (EntityBacklog.project_id == project_id, EntityBacklog.held_at < cutoff)
     stmt = (
         select(EntityBacklog)
-        .where(EntityBacklog.project_id == project_id, EntityBacklog.held_at < cutoff)
+        .where(*due)
         .order_by(EntityBacklog.branch_id, EntityBacklog.branch_base_version, EntityBacklog.id)
     )
     if session.get_bind().dialect.name == "postgresql":
+        # first the entities, as a batch locks them (its predecessor may be arriving now: that
+        # batch releases the held row, then this finds it gone), then the rows
+        held = set(session.scalars(select(EntityBacklog.entity_uuid).where(*due)))
+        lock_cases(session, project_id, held, set())
         stmt = stmt.with_for_update(skip_locked=True)
     rows = list(session.scalars(stmt))
     for row in rows:
@@ -692,6 +701,7 @@ class _Batch:
         deprecated = {a.deprecated_id for a in found if a.deprecated_id}
         uuids = {a.entity_uuid for a in found if a.entity_uuid}
         codes = {a.case_code for a in found if a.case_code}
+        lock_cases(session, pid, uuids, codes)
         previous = (
             session.scalars(
                 select(Assessment).where(
@@ -853,6 +863,34 @@ class _Batch:
         )
         self.session.add(item)
         return item
+
+
+def _lock_key(project_id: int, kind: str, value: str) -> int:
+    digest = hashlib.blake2b(f"{project_id}\0{kind}\0{value}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def lock_cases(session: Session, project_id: int, uuids: set[str], codes: set[str]) -> None:
+    """PostgreSQL: wait for, then lock until commit, every case entity id and case code a
+    worker's batch names (or an admin linking an orphan, or the pass forcing held updates),
+    whether its case exists yet or not (Central's ``_lockEntity``).
+
+    A case's row lock cannot cover a case that another worker's uncommitted batch is creating:
+    an intake and a follow-up of one tablet, reconciled at the same moment, would each miss
+    the other's work - the follow-up an orphan whose list update waits for a create already
+    made, until the backlog days pass. With this lock the second batch waits for the first to
+    commit and then reads it (READ COMMITTED), as if the two had run one after the other.
+    Taken in one statement in one fixed order (the keys sorted), so two batches never wait
+    for each other in a circle; a hash collision only makes two batches wait in turn.
+    """
+    if session.get_bind().dialect.name != "postgresql" or not (uuids or codes):
+        return
+    keys = sorted(
+        {_lock_key(project_id, "entity", u.lower().removeprefix("uuid:")) for u in uuids}
+        | {_lock_key(project_id, "code", c) for c in codes}
+    )
+    key = func.unnest(literal(keys, ARRAY(BigInteger))).column_valued("key")  # in array order
+    session.execute(select(func.pg_advisory_xact_lock(key))).all()
 
 
 _ID_DRAWN = (Case, Assessment, Entity, EntityVersion, EntityBacklog, ReviewItem)
