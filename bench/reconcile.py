@@ -12,6 +12,14 @@
 Run: .venv/bin/python bench/reconcile.py [--submissions 10000] [--cases 100000]
 PostgreSQL from KINTSUGI_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
 a fresh database is created and dropped.
+
+3. With ``--decode N`` only the worker's CPU-only decode (``_decode``: manifest, key unwrap,
+   decryption, signature, instance, reading, scoring, the assessment row) of N distinct
+   submissions, against the bare 2 RSA-OAEP private decrypts + AES-CFB of the same
+   submissions, in CPU time of fresh processes (SQLite, no PostgreSQL). ``--against DIR``
+   alternates them with another checkout (e.g. ``/work/main``) in ABBA order and checks that
+   both decode to the same outcomes: the before/after of a change to decoding.
+   Run: .venv/bin/python bench/reconcile.py --decode 500 --pairs 6 --against ../main
 """
 
 from __future__ import annotations
@@ -89,44 +97,58 @@ def _instance(report, rng, code, entity, point, date):
     return instance_id, build_instance(report, answers, instance_id=instance_id, entity=ent)
 
 
-def ingest(app, n: int) -> tuple[int, bytes, dict, bytes]:
-    """A project with ``n`` encrypted submissions; also one of them: its plaintext instance,
-    and the files and manifest it was uploaded as."""
+def _project(app):
+    """A new project with the ASO form published: its id, the form's report, its public key."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     from server.blobs import make_blob_store
     from server.services.projects import create_project
     from server.services.publishing import publish_context
-    from server.services.submissions import Upload, receive_submission
-    from sync_protocol.crypto import encrypt_submission
 
-    sm = app.extensions["kintsugi.db"].sessionmaker
-    with sm() as s:
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
         project = create_project(s, "Bench (fictional)", passphrase=PASSPHRASE)
         version, _ = publish_context(
             s, make_blob_store(app.config, s), project, app.config, "kenya-police-abuse"
         )
         s.commit()
         pid, report, key_b64 = project.id, version.report, project.active_key.public_key_b64
-    public = load_der_public_key(base64.b64decode(key_b64))
+    return pid, report, load_der_public_key(base64.b64decode(key_b64))
+
+
+def _uploads(report, public, n: int):
+    """``n`` Collect-encrypted submissions of 1 intake and 3 follow-ups per case:
+    (plaintext instance, manifest, encrypted files) each."""
+    from sync_protocol.crypto import encrypt_submission
+
     rng = random.Random(1)
+    for i in range(n):
+        code, entity = f"BN-{i // 4:05d}", str(uuid.UUID(int=i // 4 + 1))
+        point = ["intake", "six_month", "annual", "annual"][i % 4]
+        date = (
+            dt.date(2024, 1, 1) + dt.timedelta(days=182 * (i % 4) + (i % 4 == 3) * 365)
+        ).isoformat()
+        instance_id, xml = _instance(report, rng, code, entity, point, date)
+        manifest, files = encrypt_submission(
+            xml,
+            public,
+            form_id=report["form_id"],
+            version=report["version"],
+            instance_id=instance_id,
+        )
+        yield xml, manifest, files
+
+
+def ingest(app, n: int) -> tuple[int, bytes, dict, bytes]:
+    """A project with ``n`` encrypted submissions; also one of them: its plaintext instance,
+    and the files and manifest it was uploaded as."""
+    from server.blobs import make_blob_store
+    from server.services.submissions import Upload, receive_submission
+
+    pid, report, public = _project(app)
     sample = None
-    with sm() as s:
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
         store = make_blob_store(app.config, s)
-        for i in range(n):
-            code, entity = f"BN-{i // 4:05d}", str(uuid.UUID(int=i // 4 + 1))
-            point = ["intake", "six_month", "annual", "annual"][i % 4]
-            date = (
-                dt.date(2024, 1, 1) + dt.timedelta(days=182 * (i % 4) + (i % 4 == 3) * 365)
-            ).isoformat()
-            instance_id, xml = _instance(report, rng, code, entity, point, date)
-            manifest, files = encrypt_submission(
-                xml,
-                public,
-                form_id=report["form_id"],
-                version=report["version"],
-                instance_id=instance_id,
-            )
+        for i, (xml, manifest, files) in enumerate(_uploads(report, public, n)):
             sample = sample or (xml, files, manifest)
             receive_submission(s, store, pid, Upload(xml=manifest, parts=files))
             if i % 200 == 199:
@@ -247,6 +269,116 @@ def decode_cost(app, pid: int, xml: bytes, encrypted: tuple[bytes, dict] | None 
     return (time.process_time() - start) / n
 
 
+def decode_split(n: int, rounds: int) -> dict:
+    """The worker's CPU-only decode (``_decode``) of ``n`` distinct bench submissions, in this
+    process with the code first on ``sys.path``, against the bare crypto of the same
+    submissions (the 2 RSA-OAEP private decrypts and the AES-CFB they cannot do without).
+
+    Both are timed in CPU seconds of this process, alternated round by round, best round each
+    (on a shared machine another process's load barely moves CPU time, and not the ratio).
+    Also returns a digest of every outcome (quarantine reason, the assessment's columns but
+    its random instanceID), so two trees can be shown to decode alike.
+    """
+    import hashlib
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    from sqlalchemy import select
+
+    from server import db
+    from server.models import FormVersion
+    from server.services import custody
+    from server.services.reconcile import _decode, version_info
+    from sync_protocol import crypto
+    from sync_protocol.envelope import parse_submission
+
+    tmp = tempfile.mkdtemp()  # this process's own, gone with it (see main)
+    url = f"sqlite:///{tmp}/bench.sqlite"
+    db.upgrade(url)
+    app = _app(url, tmp)
+    pid, report, public = _project(app)
+    with app.extensions["kintsugi.db"].sessionmaker() as s:
+        fv = s.scalar(select(FormVersion.id).where(FormVersion.report.is_not(None)))
+        info = version_info(s, fv)
+        custody.unlock_project(s, pid, PASSPHRASE, actor="bench")
+    app.extensions["kintsugi.db"].engine.dispose()
+    key = custody.get_private_key(pid, info.fingerprint)
+    subs, bare = [], []
+    for i, (xml, manifest, files) in enumerate(_uploads(report, public, n)):
+        subs.append((SimpleNamespace(id=i + 1, encrypted=True, form_version_id=fv,
+                                     instance_id=parse_submission(xml).instance_id), manifest, files))  # fmt: skip
+        env = parse_submission(manifest)
+        aes_key = crypto.unwrap_key(key, env.encrypted_key)
+        iv = crypto.file_ivs(env.instance_id, aes_key, 1)[0]
+        bare.append((base64.b64decode(env.encrypted_key), base64.b64decode(env.signature),
+                     aes_key, iv, files[env.encrypted_xml_file]))  # fmt: skip
+
+    def decode_all():
+        return [_decode(info, sub, pid, manifest, files) for sub, manifest, files in subs]
+
+    def bare_all():
+        for wrapped, signature, aes_key, iv, ct in bare:
+            key.decrypt(wrapped, crypto._OAEP)
+            key.decrypt(signature, crypto._OAEP)
+            d = Cipher(algorithms.AES(aes_key), crypto.CFB(iv)).decryptor()
+            d.update(ct)
+            d.finalize()
+
+    decoded = decode_all()  # warm up (and the outcomes)
+    best_decode = best_bare = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        decode_all()
+        best_decode = min(best_decode, time.process_time() - start)
+        start = time.process_time()
+        bare_all()
+        best_bare = min(best_bare, time.process_time() - start)
+    columns = [c.key for c in decoded[0].assessment.__table__.columns if c.key != "instance_id"]
+    digest = hashlib.sha256(repr([
+        (d.quarantine, d.assessment and [getattr(d.assessment, c) for c in columns])
+        for d in decoded
+    ]).encode()).hexdigest()  # fmt: skip
+    return {"decode_ms": 1000 * best_decode / n, "bare_ms": 1000 * best_bare / n,
+            "outcomes": digest[:16], "quarantined": sum(d.quarantine is not None for d in decoded),
+            "code": str(Path(_decode.__code__.co_filename).parents[2])}  # fmt: skip
+
+
+def decode_compare(against: str | None, n: int, pairs: int, rounds: int) -> None:
+    """:func:`decode_split` of this tree, and with ``against`` (another checkout, e.g. main)
+    alternated with it in fresh processes, ``pairs`` times in ABBA order."""
+    import json
+    import subprocess
+
+    trees = [("this", str(REPO))] + ([("against", against)] if against else [])
+    runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
+    for k in range(pairs):
+        for label, repo in trees if k % 2 == 0 else trees[::-1]:
+            out = subprocess.run(
+                [sys.executable, __file__, "--decode", str(n), "--rounds", str(rounds),
+                 "--decode-child", repo], check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            r = json.loads(out.splitlines()[-1])
+            assert Path(r["code"]) == Path(repo).resolve(), (r["code"], repo)  # timed that tree
+            runs[label].append(r)
+            print(f"  {label:8s} {repo}: decode {r['decode_ms']:.3f} ms/submission, bare 2 RSA + AES "
+                  f"{r['bare_ms']:.3f} ms, the rest {r['decode_ms'] - r['bare_ms']:.3f} ms, "
+                  f"decode / bare {r['decode_ms'] / r['bare_ms']:.2f}; outcomes {r['outcomes']} "
+                  f"({r['quarantined']} quarantined)")  # fmt: skip
+    summary = {}
+    for label, rs in runs.items():
+        rest = statistics.median(r["decode_ms"] - r["bare_ms"] for r in rs)
+        ratio = statistics.median(r["decode_ms"] / r["bare_ms"] for r in rs)
+        summary[label] = rest
+        print(
+            f"{label}: median over {len(rs)} runs of {n} submissions: the rest of decoding "
+            f"{rest:.3f} ms per submission, decode / bare crypto {ratio:.2f}"
+        )
+    if against:
+        same = {r["outcomes"] for rs in runs.values() for r in rs}
+        print(f"the rest of decoding, this / against: {summary['this'] / summary['against']:.2f}; "
+              f"outcomes {'identical' if len(same) == 1 else 'DIFFER: ' + ', '.join(same)}")  # fmt: skip
+
+
 def caseload(app, pid: int, n_cases: int) -> None:
     from sqlalchemy import insert, text
 
@@ -323,7 +455,32 @@ def main() -> None:
     parser.add_argument("--submissions", type=int, default=10000)
     parser.add_argument("--cases", type=int, default=100000)
     parser.add_argument("--batch", type=int, default=100, help="submissions per transaction")
+    parser.add_argument(
+        "--decode",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the decode CPU split, over N submissions (SQLite, no PostgreSQL)",
+    )
+    parser.add_argument("--against", help="with --decode: also another checkout, alternated")
+    parser.add_argument("--pairs", type=int, default=4, help="with --decode: runs per tree")
+    parser.add_argument("--rounds", type=int, default=5, help="with --decode: best of, per run")
+    parser.add_argument("--decode-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.decode_child:  # a fresh process timing the tree at that path
+        import json
+        import shutil
+
+        sys.path.insert(0, args.decode_child)
+        tempfile.tempdir = tempfile.mkdtemp()
+        try:
+            print(json.dumps(decode_split(args.decode, args.rounds)))
+        finally:
+            shutil.rmtree(tempfile.tempdir)
+        return
+    if args.decode:
+        decode_compare(args.against, args.decode, args.pairs, args.rounds)
+        return
     url, drop = _fresh_database()
     tmp = tempfile.mkdtemp()
     try:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Assessment", "read_assessment", "value_at"]
+__all__ = ["Assessment", "AssessmentReader", "read_assessment", "value_at"]
 
 
 @dataclass
@@ -63,29 +63,60 @@ def value_at(root: ET.Element, ref: str) -> str | None:
     return text or None
 
 
-def _texts(root: ET.Element) -> dict[str, str | None]:
-    """Every path ``a/b`` under ``root`` (root name dropped) -> stripped text, in one walk.
+class _Paths:
+    """Absolute ``/data/a/b`` refs compiled into a tree of local names, read in one walk.
 
-    Keeps what :func:`value_at` would find: at each level the first child of a name only.
+    A walk visits only the elements on the way to a ref and gives each ref what
+    :func:`value_at` gives it: at each level the first child of a name only, the text stripped
+    (None when absent or empty), the ref's root name ignored.
     """
-    out: dict[str, str | None] = {}
 
-    def walk(node: ET.Element, prefix: str) -> None:
-        seen: set[str] = set()
-        for child in node:
-            if not isinstance(child.tag, str):
-                continue
-            name = _local(child.tag)
-            if name in seen:
-                continue
-            seen.add(name)
-            path = f"{prefix}{name}"
-            text = child.text.strip() if child.text is not None else ""
-            out[path] = text or None
-            walk(child, path + "/")
+    __slots__ = ("_slots", "_tree", "_width")
 
-    walk(root, "")
-    return out
+    def __init__(self, refs: list[str]) -> None:
+        #: local name -> (slot, subtree) at each level
+        self._tree: dict[str, tuple[int, dict]] = {}
+        slots: dict[tuple[str, ...], int] = {}
+        self._slots: list[int] = []  # ref i -> its slot
+        for ref in refs:
+            parts = tuple(ref.strip("/").partition("/")[2].split("/"))
+            if not all(parts) or any("{" in p or "}" in p for p in parts):
+                # the root itself, an empty step, a brace (never in a local name): no value
+                self._slots.append(-1)
+                continue
+            level = self._tree
+            for depth in range(1, len(parts) + 1):
+                slot = slots.setdefault(parts[:depth], len(slots))
+                level = level.setdefault(parts[depth - 1], (slot, {}))[1]
+            self._slots.append(slots[parts])
+        self._width = len(slots)
+
+    def read(self, root: ET.Element) -> list[str | None]:
+        """The value of each ref, in the order of the refs given."""
+        found: list[Any] = [_ABSENT] * self._width
+        stack = [(root, self._tree)]
+        while stack:
+            node, level = stack.pop()
+            for child in node:
+                tag = child.tag
+                entry = level.get(tag)
+                if entry is None:
+                    if not isinstance(tag, str) or tag[:1] != "{":
+                        continue
+                    entry = level.get(_local(tag))
+                    if entry is None:
+                        continue
+                slot, below = entry
+                if found[slot] is not _ABSENT:
+                    continue  # not the first child of that name: value_at never looks here
+                text = child.text
+                found[slot] = (text.strip() or None) if text is not None else None
+                if below:
+                    stack.append((child, below))
+        return [None if i < 0 or found[i] is _ABSENT else found[i] for i in self._slots]
+
+
+_ABSENT = object()
 
 
 def _float(text: str | None) -> float | None:
@@ -95,44 +126,68 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def read_assessment(root: ET.Element, report: Mapping[str, Any]) -> Assessment:
-    """Extract an :class:`Assessment` from an instance's root element."""
-    refs = report["refs"]
-    texts = _texts(root)
+_FIELDS = ("consent", "case_code", "case_code_new", "assessment_date", "collection_point",
+           "casework_type", "office", "assessor", "return_environment")  # fmt: skip
 
-    def at(ref: str) -> str | None:  # at(ref) without walking the tree again
-        return texts.get(ref.strip("/").partition("/")[2])
 
+class AssessmentReader:
+    """:func:`read_assessment` for one report, its refs resolved once: the server reads every
+    submission of a form version with the same reader."""
+
+    __slots__ = ("_domains", "_paths", "_version")
+
+    def __init__(self, report: Mapping[str, Any]) -> None:
+        refs = report["refs"]
+        paths = [refs[name] for name in _FIELDS]
+        #: (domain id, subdomain ids, counted survivor values), in report order
+        self._domains: list[tuple[str, tuple[str, ...], set[str]]] = []
+        for domain in report["domains"]:
+            subs = tuple(domain["subdomains"])
+            ratings = list(domain["rating_refs"])
+            if len(subs) != len(ratings):
+                raise ValueError(f"domain {domain['id']}: not one rating ref per subdomain")
+            paths += [*ratings, domain["score_ref"], domain["survivor_rating_ref"]]
+            paths += [domain["note_ref"], domain["survivor_comment_ref"]]
+            self._domains.append((domain["id"], subs, set(domain["counted_values"])))
+        self._paths = _Paths(paths)
+        self._version = report.get("instrument", {}).get("version")
+
+    def read(self, root: ET.Element) -> Assessment:
+        """Extract an :class:`Assessment` from an instance's root element."""
+        values = iter(self._paths.read(root))
+        head = {name: next(values) for name in _FIELDS}  # named as Assessment's fields
+        code_new = head.pop("case_code_new")
+        head["case_code"] = head["case_code"] or code_new
+        assessment = Assessment(
+            **head, case_entity_id=_case_entity_id(root), instrument_version=self._version
+        )
+        for did, subs, counted in self._domains:
+            for sub_id in subs:
+                assessment.ratings[sub_id] = next(values)
+            assessment.device_scores[did] = _float(next(values))
+            view = next(values)
+            assessment.survivor_view[did] = view if view in counted else None
+            note, comment = next(values), next(values)
+            if note:
+                assessment.notes[did] = note
+            if comment:
+                assessment.survivor_comments[did] = comment
+        return assessment
+
+
+def _case_entity_id(root: ET.Element) -> str | None:
+    """The id of the last ``entity`` block of the ``cases`` dataset, lowercased, no ``uuid:``."""
     entity_id = None
-    for el in root.iter():
-        if isinstance(el.tag, str) and _local(el.tag) == "entity" and el.get("dataset") == "cases":
+    for el in root.iter():  # the attribute first: cheaper than the name, and rarely there
+        if el.get("dataset") == "cases" and isinstance(el.tag, str) and _local(el.tag) == "entity":
             entity_id = (el.get("id") or "").removeprefix("uuid:").lower() or None
-    assessment = Assessment(
-        consent=at(refs["consent"]),
-        case_code=at(refs["case_code"]) or at(refs["case_code_new"]),
-        case_entity_id=entity_id,
-        assessment_date=at(refs["assessment_date"]),
-        collection_point=at(refs["collection_point"]),
-        casework_type=at(refs["casework_type"]),
-        office=at(refs["office"]),
-        assessor=at(refs["assessor"]),
-        return_environment=at(refs["return_environment"]),
-        instrument_version=report.get("instrument", {}).get("version"),
-    )
-    for domain in report["domains"]:
-        did = domain["id"]
-        for sub_id, ref in zip(domain["subdomains"], domain["rating_refs"], strict=True):
-            assessment.ratings[sub_id] = at(ref)
-        assessment.device_scores[did] = _float(at(domain["score_ref"]))
-        view = at(domain["survivor_rating_ref"])
-        assessment.survivor_view[did] = view if view in set(domain["counted_values"]) else None
-        note = at(domain["note_ref"])
-        if note:
-            assessment.notes[did] = note
-        comment = at(domain["survivor_comment_ref"])
-        if comment:
-            assessment.survivor_comments[did] = comment
-    return assessment
+    return entity_id
+
+
+def read_assessment(root: ET.Element, report: Mapping[str, Any]) -> Assessment:
+    """Extract an :class:`Assessment` from an instance's root element (see
+    :class:`AssessmentReader` to read many instances of one report)."""
+    return AssessmentReader(report).read(root)
 
 
 def build_instance(

@@ -69,13 +69,18 @@ class Scorer:
         text = str(value).strip()
         return int(text) if text in self.counted_values else None
 
+    def __post_init__(self) -> None:
+        # score() runs for every submission: each domain's minimum is worked out once
+        object.__setattr__(self, "_minimum", {d: self.minimum_for(d) for d in self.domains})
+
     def score(self, ratings: Mapping[str, Any]) -> dict[str, float | None]:
         """Unrounded mean of the counted ratings per domain; None below the minimum."""
         out: dict[str, float | None] = {}
+        counted, minimum = self.counted, self._minimum
         for domain_id, subs in self.domains.items():
-            values = [v for v in (self.counted(ratings.get(s)) for s in subs) if v is not None]
+            values = [v for v in map(counted, map(ratings.get, subs)) if v is not None]
             out[domain_id] = (
-                sum(values) / len(values) if len(values) >= self.minimum_for(domain_id) else None
+                sum(values) / len(values) if len(values) >= minimum[domain_id] else None
             )
         return out
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from sync_protocol.constants import ENC_SUFFIX
 from sync_protocol.errors import MalformedSubmissionError
-from sync_protocol.xml import child, children, local_name, parse_xml, text_of
+from sync_protocol.xml import by_name, child, local_name, parse_xml, text_of
 
 __all__ = [
     "EncryptedEnvelope",
@@ -104,37 +104,46 @@ def parse_submission(data: bytes) -> EncryptedEnvelope | PlainInstance:
     return _parse_instance(root, form_id, version)
 
 
-def _meta(root: ET.Element) -> ET.Element | None:
-    return child(root, "meta")
+def _first(found: dict[str, list[ET.Element]], name: str) -> ET.Element | None:
+    """The first of ``by_name``'s children called ``name``, or None."""
+    els = found.get(name)
+    return els[0] if els else None
 
 
-def _instance_id(root: ET.Element) -> str:
-    meta = _meta(root)
-    value = text_of(child(meta, "instanceID")) if meta is not None else None
-    # Aggregate/Briefcase storage copies also carry it as a root attribute
-    value = value or (root.get("instanceID") or "").strip() or None
-    if not value:
+def _meta_texts(root: ET.Element, meta: ET.Element | None) -> dict[str, str | None]:
+    """instanceID, deprecatedID and instanceName of the root's first ``meta`` block, read in
+    one pass over its children."""
+    found = by_name(meta) if meta is not None else {}
+    texts = {name: text_of(_first(found, name)) for name in _META}
+    # Aggregate/Briefcase storage copies also carry the instanceID as a root attribute
+    instance_id = texts["instanceID"] or (root.get("instanceID") or "").strip() or None
+    if not instance_id:
         raise MalformedSubmissionError(
             "The submission has no instance ID (meta/instanceID). The form must be fixed by its "
             "designer; keep the data on the phone and contact your supervisor."
         )
-    return value
+    texts["instanceID"] = instance_id
+    return texts
+
+
+_META = ("instanceID", "deprecatedID", "instanceName")
 
 
 def _parse_envelope(root: ET.Element, form_id: str, version: str | None) -> EncryptedEnvelope:
-    key = text_of(child(root, "base64EncryptedKey"))
+    top = by_name(root)
+    key = text_of(_first(top, "base64EncryptedKey"))
     if not key:
         raise MalformedSubmissionError(
             "The encrypted submission is missing its encrypted key (base64EncryptedKey)."
         )
-    xml_file = text_of(child(root, "encryptedXmlFile"))
+    xml_file = text_of(_first(top, "encryptedXmlFile"))
     if not xml_file:
         raise MalformedSubmissionError(
             "The encrypted submission does not name its encrypted data file (encryptedXmlFile)."
         )
     media: list[str] = []
-    for media_el in children(root, "media"):
-        for file_el in children(media_el, "file"):
+    for media_el in top.get("media", ()):
+        for file_el in by_name(media_el).get("file", ()):
             name = text_of(file_el)
             if name:
                 media.append(name)
@@ -152,16 +161,16 @@ def _parse_envelope(root: ET.Element, form_id: str, version: str | None) -> Encr
     if len(set(media)) != len(media) or xml_file in media:
         # each file has one IV index: a name listed twice cannot be decrypted unambiguously
         raise MalformedSubmissionError("The encrypted submission lists the same file twice.")
-    meta = _meta(root)
+    meta = _meta_texts(root, _first(top, "meta"))
     return EncryptedEnvelope(
         form_id=form_id,
         version=version,
-        instance_id=_instance_id(root),
+        instance_id=meta["instanceID"],
         encrypted_key=key,
-        signature=text_of(child(root, "base64EncryptedElementSignature")),
+        signature=text_of(_first(top, "base64EncryptedElementSignature")),
         media=tuple(media),
         encrypted_xml_file=xml_file,
-        deprecated_id=text_of(child(meta, "deprecatedID")) if meta is not None else None,
+        deprecated_id=meta["deprecatedID"],
     )
 
 
@@ -180,19 +189,20 @@ def _entity(el: ET.Element) -> EntityBlock:
 
 
 def _parse_instance(root: ET.Element, form_id: str, version: str | None) -> PlainInstance:
-    meta = _meta(root)
-    # entity blocks live in meta at survey level, or in meta inside groups/repeats (2025.1)
+    meta = _meta_texts(root, child(root, "meta"))
+    # entity blocks live in meta at survey level, or in meta inside groups/repeats (2025.1);
+    # the attribute first: most elements have none, and get() is cheaper than the name
     entities = tuple(
         _entity(el)
         for el in root.iter()
-        if isinstance(el.tag, str) and local_name(el.tag) == "entity" and el.get("dataset")
+        if el.get("dataset") and isinstance(el.tag, str) and local_name(el.tag) == "entity"
     )
     return PlainInstance(
         form_id=form_id,
         version=version,
-        instance_id=_instance_id(root),
-        deprecated_id=text_of(child(meta, "deprecatedID")) if meta is not None else None,
-        instance_name=text_of(child(meta, "instanceName")) if meta is not None else None,
+        instance_id=meta["instanceID"],
+        deprecated_id=meta["deprecatedID"],
+        instance_name=meta["instanceName"],
         root_tag=local_name(root.tag),
         entities=entities,
         root=root,

@@ -16,7 +16,7 @@ from defusedxml.common import DefusedXmlException
 
 from sync_protocol.errors import MalformedXMLError, UnsafeXMLError
 
-__all__ = ["child", "children", "local_name", "parse_xml", "text_of"]
+__all__ = ["by_name", "child", "children", "local_name", "parse_xml", "text_of"]
 
 _CHAR_REF = re.compile(rb"&#(x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
 
@@ -120,6 +120,16 @@ def child(element: ET.Element, name: str) -> ET.Element | None:
         if isinstance(c.tag, str) and local_name(c.tag) == name:
             return c
     return None
+
+
+def by_name(element: ET.Element) -> dict[str, list[ET.Element]]:
+    """Direct children of ``element`` by local name, each list in document order: one pass
+    where several :func:`child` calls would each walk the children again."""
+    out: dict[str, list[ET.Element]] = {}
+    for c in element:
+        if isinstance(c.tag, str):
+            out.setdefault(local_name(c.tag), []).append(c)
+    return out
 
 
 def text_of(element: ET.Element | None) -> str | None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from sqlalchemy import BigInteger, func, inspect, literal, or_, select, union_all, update
@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 import server.db
-from form_compiler.instance import read_assessment
+from form_compiler.instance import AssessmentReader
 from form_compiler.scoring import Scorer
 from server.blobs import make_blob_store, read_all, read_many
 from server.errors import CustodyError, KeyLockedError, UnusableSubmissionError
@@ -144,6 +144,12 @@ class _VersionInfo:
     fingerprint: str | None
     report: dict[str, Any] | None
     scorer: Scorer | None
+
+    @cached_property
+    def reader(self) -> AssessmentReader:
+        """The report's refs resolved once for every submission of the version (built at first
+        use: a report it cannot read fails each submission's decode, as reading it did)."""
+        return AssessmentReader(self.report)
 
 
 #: form versions are immutable once published, so their report, key and scorer are cached. The
@@ -556,6 +562,7 @@ _FIELD_NAMES = {
     "collection_point": "collection point", "casework_type": "casework type",
     "office": "office", "instrument_version": "instrument version",
 }  # fmt: skip
+_LIMITS = {column: Assessment.__table__.c[column].type.length for column in _FIELD_NAMES}
 
 
 def _check_fits(values: dict[str, str | None]) -> None:
@@ -563,7 +570,7 @@ def _check_fits(values: dict[str, str | None]) -> None:
     refuse the whole batch, and the same submission would stop the queue at every retry.
     The reason names the field and lengths, never the (decrypted) value."""
     for column, value in values.items():
-        limit = Assessment.__table__.c[column].type.length
+        limit = _LIMITS[column]
         if value and len(value) > limit:
             raise UnusableSubmissionError(
                 f"its {_FIELD_NAMES[column]} is {len(value)} characters long, more than the "
@@ -601,7 +608,7 @@ def _decode(
     report, scorer = info.report, info.scorer
     if report is None or scorer is None:
         return decoded  # not an instrument form: stored, nothing to score
-    data = read_assessment(instance.root, report)
+    data = info.reader.read(instance.root)
     if data.consent != "yes":
         return decoded  # consent refused (or not recorded): only that is kept
     try:

@@ -111,6 +111,36 @@ def test_parse__storage_form_envelope__by_local_name():
     assert parsed.signature is None
 
 
+def test_parse__repeated_elements__first_of_each_name_counts():
+    """Should read the first element of a name where one is expected (meta, its ids, the key,
+    the signature), every media/file in order, and skip comments between them."""
+    envelope = parse_submission(
+        b'<data id="f" encrypted="yes" xmlns="http://www.opendatakit.org/xforms/encrypted">'
+        b"<!-- c --><base64EncryptedKey>AA==</base64EncryptedKey><base64EncryptedKey>BB==</base64EncryptedKey>"
+        b'<orx:meta xmlns:orx="http://openrosa.org/xforms"><orx:instanceID>uuid:1</orx:instanceID>'
+        b"<orx:instanceID>uuid:2</orx:instanceID><orx:deprecatedID>uuid:0</orx:deprecatedID></orx:meta>"
+        b"<meta><instanceID>uuid:3</instanceID><deprecatedID>uuid:9</deprecatedID></meta>"
+        b"<media><file>a.jpg.enc</file><!-- c --><file>b.jpg.enc</file></media><media><file>c.enc</file></media>"
+        b"<encryptedXmlFile>submission.xml.enc</encryptedXmlFile><encryptedXmlFile>x.enc</encryptedXmlFile>"
+        b"<base64EncryptedElementSignature>S1==</base64EncryptedElementSignature>"
+        b"<base64EncryptedElementSignature>S2==</base64EncryptedElementSignature></data>"
+    )
+    assert isinstance(envelope, EncryptedEnvelope)
+    assert (envelope.encrypted_key, envelope.signature) == ("AA==", "S1==")
+    assert (envelope.instance_id, envelope.deprecated_id) == ("uuid:1", "uuid:0")
+    assert envelope.media == ("a.jpg.enc", "b.jpg.enc", "c.enc")
+    assert envelope.encrypted_xml_file == "submission.xml.enc"
+    instance = parse_submission(
+        b'<data id="f" instanceID="uuid:root"><meta><instanceName> first </instanceName></meta>'
+        b"<meta><instanceID>uuid:second</instanceID></meta>"
+        b'<g><meta><entity dataset="cases" id="1"/></meta></g><entity dataset="" id="2"/></data>'
+    )
+    assert isinstance(instance, PlainInstance)
+    # the first meta has no instanceID: the root attribute's, never the second meta's
+    assert (instance.instance_id, instance.instance_name) == ("uuid:root", "first")
+    assert [e.entity_id for e in instance.entities] == ["1"]  # an empty dataset is no block
+
+
 @pytest.mark.parametrize("name", ["../x.enc", "a/b.enc", "..", "c\\\\d.enc"])
 def test_parse__media_name_with_path__refused(name):
     """Should refuse manifest file names that could escape a directory."""
