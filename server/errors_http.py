@@ -105,19 +105,13 @@ def error_response(
 
 def init_app(app: Any) -> None:
     """Register the error handlers."""
-    from flask import jsonify
     from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(ServerError)
     def _server_error(err: ServerError) -> Any:
-        headers = getattr(err, "headers", None)
-        if _wants_json():
-            resp = jsonify({"error": err.code, "message": err.message, "code": err.http_status})
-            resp.status_code = err.http_status
-            if headers:
-                resp.headers.update(headers)
-            return resp
-        return openrosa_error(err.message, err.http_status, headers)
+        return error_response(
+            err.message, err.http_status, err.code, headers=getattr(err, "headers", None)
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Any:
@@ -127,21 +121,12 @@ def init_app(app: Any) -> None:
                 _ADMIN_MESSAGES.get(status, err.description or "Request failed."), status
             )
         message = _HTTP_MESSAGES.get(status, err.description or "Request failed.")
-        if _wants_json():
-            resp = jsonify({"error": str(status), "message": message, "code": status})
-            resp.status_code = status
-            return resp
-        return openrosa_error(message, status)
+        return error_response(message, status, str(status))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:
         # Log the type and traceback only (never the request body).
         log.exception("unhandled error: %s", type(err).__name__)
-        message = "The server had a problem; nothing was saved. Try again later."
-        if _admin_page():
-            return _admin_error(message, 500)
-        if _wants_json():
-            resp = jsonify({"error": "500", "message": message, "code": 500})
-            resp.status_code = 500
-            return resp
-        return openrosa_error(message, 500)
+        return error_response(
+            "The server had a problem; nothing was saved. Try again later.", 500, "500"
+        )

@@ -19,6 +19,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
+from server.errors_http import error_response
+
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
@@ -111,32 +113,21 @@ def readyz() -> Any:
     return resp
 
 
-def _answer(
-    message: str,
-    status: int,
-    error: str,
-    *,
-    code: bool = False,
-    headers: dict[str, str] | None = None,
-) -> Any:
-    from server.errors_http import error_response
-
-    return error_response(message, status, error, code=code, headers=headers)
-
-
 def _unavailable(message: str) -> Any:
-    return _answer(message, 503, "503", headers={"Retry-After": "60"})
+    return error_response(message, 503, "503", code=False, headers={"Retry-After": "60"})
 
 
 def _failed() -> Any:
-    return _answer("The server had a problem; nothing was saved. Try again later.", 500, "500")
+    return error_response(
+        "The server had a problem; nothing was saved. Try again later.", 500, "500", code=False
+    )
 
 
 NUL_MESSAGE = "The request contains a NUL character, which no name, code or text can hold."
 
 
 def _bad_request(message: str) -> Any:
-    return _answer(message, 400, "BAD_REQUEST", code=True)
+    return error_response(message, 400, "BAD_REQUEST")
 
 
 def _is_nul_error(err: Exception) -> bool:
@@ -179,7 +170,7 @@ def init_app(app: Any) -> None:
         if isinstance(err, DataError) and getattr(err.orig, "sqlstate", None) != "22003":
             log.error("database error: %s", type(err.orig).__name__)
             return _failed()
-        return _answer("Not found on this server.", 404, "NOT_FOUND", code=True)
+        return error_response("Not found on this server.", 404, "NOT_FOUND")
 
     @app.errorhandler(DBAPIError)
     def _db_error(err: DBAPIError) -> Any:

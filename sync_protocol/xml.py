@@ -16,7 +16,7 @@ from defusedxml.common import DefusedXmlException
 
 from sync_protocol.errors import MalformedXMLError, UnsafeXMLError
 
-__all__ = ["by_name", "child", "children", "local_name", "parse_xml", "text_of"]
+__all__ = ["by_name", "child", "local_name", "parse_xml", "text_of"]
 
 _CHAR_REF = re.compile(rb"&#(x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
 
@@ -107,11 +107,6 @@ def parse_xml(data: bytes) -> ET.Element:
 def local_name(tag: str) -> str:
     """The tag without its ``{namespace}``: ODK envelopes are matched by local name."""
     return tag.rsplit("}", 1)[-1] if tag.startswith("{") else tag
-
-
-def children(element: ET.Element, name: str) -> list[ET.Element]:
-    """Direct children of ``element`` whose local name is ``name``, in document order."""
-    return [c for c in element if isinstance(c.tag, str) and local_name(c.tag) == name]
 
 
 def child(element: ET.Element, name: str) -> ET.Element | None:

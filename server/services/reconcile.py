@@ -21,7 +21,8 @@ Claiming is safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``)
 batches naming one case (by entity id or code, made yet or not) run one after the other
 (:func:`lock_cases`); on SQLite one worker runs at a time (SQLite serialises writers).
 Every write for one submission happens in one transaction keyed by the submission id, so a
-worker killed midway leaves it pending and the re-run processes it exactly once. Free-text notes are never written to the database.
+worker killed midway leaves it pending and the re-run processes it exactly once. Free-text
+notes are never written to the database.
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ DECRYPTED = "decrypted"
 RECONCILED = "reconciled"  # a plaintext submission that has been processed
 QUARANTINED = "quarantined"
 SCORE_TOLERANCE = 0.005
+#: days an offline update waits for its predecessor before it is applied anyway (Central: 5)
+BACKLOG_DAYS = 5
 #: months from intake to the first review, then between scheduled reviews (calendar months: the
 #: same day of the month, or the month's last day where it is shorter)
 FIRST_REVIEW_MONTHS = 6
-#: days an offline update waits for its predecessor before it is applied anyway (Central: 5)
-BACKLOG_DAYS = 5
 REVIEW_MONTHS = 12
 #: the collection points the review schedule counts from (not ``ad_hoc``, not ``closure``)
 SCHEDULED = ("intake", "six_month", "annual")

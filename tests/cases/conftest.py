@@ -43,6 +43,15 @@ def field(app, client, tmp_path):
             self.report = report
             self.collect = collect  # the device's OpenRosa client (formList, manifest, files...)
 
+        def unlock(self):
+            """Unlock the project key in this process (as an admin would before a worker runs
+            in it); returns the sessionmaker the workers take."""
+            sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+            with sessionmaker() as s:
+                custody.unlock_project(s, pid, PASSPHRASE.encode(), actor="test")
+                s.commit()
+            return sessionmaker
+
         def post(self, manifest, files):
             resp = collect.submit(manifest, files)
             assert resp.status_code == 201, resp.data

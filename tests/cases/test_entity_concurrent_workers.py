@@ -26,9 +26,7 @@ from sqlalchemy.engine import make_url
 from server.db import write_lock
 from server.models import EntityBacklog
 from server.models_cases import Case
-from server.services import custody
 from server.services.reconcile import reconcile_pending
-from tests.cases.conftest import PASSPHRASE
 from tests.cases.fieldwork import ratings_for, wait_until
 from tests.cases.test_entity_offline_sequences import _downloaded, _entity_conflicts, _integrity
 from tests.cases.test_entity_versions import _case, _history
@@ -198,9 +196,7 @@ def test_two_workers_at_once__the_offline_branch_applies_as_in_serial_order(
         reconcile()
     for point in pair:  # the older one is claimed by the first worker
         field.post(*made[point][1:])
-    with app.extensions["kintsugi.db"].sessionmaker() as s:  # the CLI locked it when done
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    field.unlock()  # the CLI locked it when done
     _at_once(app, backend, field.project_id)
     for point in DATES.keys() - {*before, *pair}:
         field.post(*made[point][1:])
@@ -276,9 +272,7 @@ def test_admin_opens_the_case_while_a_worker_reconciles_its_next_follow_up__noth
     [orphan] = admin_api("GET", "/review-queues").get_json()["orphans"]
     field.send(point="annual", date=DATES["annual"], ratings=ratings_for(r, "3"),
                base_version=2, **common)  # fmt: skip
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    field.unlock()
 
     worker = _Worker(app, field.project_id, pause=first == "worker")
     admin = _PausedAdmin(app, lambda: admin_api(
@@ -327,9 +321,7 @@ def test_admin_links_an_orphan_the_worker_is_adopting__told_it_is_resolved(
     other = _case(db_session, "KE-0953").id
     field.send(case_code=code, point="intake", date=DATES["intake"], entity_id=ent,
                ratings=ratings_for(r, "1"))  # fmt: skip
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    field.unlock()
 
     worker = _Worker(app, field.project_id, pause=True)
     admin = _PausedAdmin(app, lambda: admin_api(
@@ -365,9 +357,7 @@ def test_held_update_forced_while_its_predecessor_is_reconciled__both_workers_ca
     reconcile()
     field.send(point="six_month", date=DATES["six_month"], ratings=ratings_for(r, "2"),
                base_version=1, **common)  # fmt: skip
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    field.unlock()
 
     batch = _Worker(app, field.project_id, pause=True, at_flush=True)
     forcing = _Worker(app, field.project_id, ENTITY_BACKLOG_DAYS=0)  # all waited long enough
@@ -404,9 +394,7 @@ def test_two_batches_crossing_two_tablets__each_waits_for_the_other_in_turn_not_
     one, two = tablets
     for tablet, point in ((one, "intake"), (two, "six_month"), (one, "six_month"), (two, "intake")):
         upload(tablet, point)  # the first worker claims the first two, the second the others
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    field.unlock()
     first = _Worker(app, field.project_id, pause=True, batch=2)
     second = _Worker(app, field.project_id, batch=2)
     _interleave(app, first, second)

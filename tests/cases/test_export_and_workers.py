@@ -15,9 +15,7 @@ from sqlalchemy import func, select
 from server.db import write_lock
 from server.models import Submission
 from server.models_cases import Assessment
-from server.services import custody
 from server.services.reconcile import reconcile_pending
-from tests.cases.conftest import PASSPHRASE
 from tests.cases.fieldwork import expected_scores, ratings_for
 
 
@@ -101,10 +99,7 @@ def test_reconcile__two_workers_at_once__every_submission_exactly_once(field, ap
     per-submission idempotency check keeps a second claim of a row from adding anything.
     """
     _season(field, n_cases=5)
-    with app.extensions["kintsugi.db"].sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
-    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
+    sessionmaker = field.unlock()
     results, errors = [], []
 
     def work():

@@ -16,9 +16,7 @@ from sqlalchemy import delete, select, update
 
 from server.models import Entity, EntityBacklog, EntityVersion, Submission
 from server.models_cases import Assessment, Case, ReviewItem
-from server.services import custody
 from server.services.reconcile import reconcile_pending
-from tests.cases.conftest import PASSPHRASE
 from tests.cases.fieldwork import ratings_for
 
 POINTS = ["intake", "six_month", "annual", "closure"]
@@ -124,10 +122,7 @@ def test_reconcile__batch_of_one_vs_whole_season__identical_cases_and_queues(fie
     """Should give the same cases, assessments, entity versions and queues whatever the batch
     size and however many threads decode it."""
     sent = _messy_season(field, random.Random(seed))
-    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
-    with sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    sessionmaker = field.unlock()
     snapshots, results = [], []
     # one at a time, then the whole season in one batch decoded on two threads
     for batch, threads in ((1, 1), (500, 2)):
@@ -168,10 +163,7 @@ def test_reconcile__orphan_whose_case_appears_later__linked_on_next_run(field, a
 
     r = field.report
     ent = str(uuid.uuid4())
-    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
-    with sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    sessionmaker = field.unlock()
     field.send(case_code="KE-0900", point="six_month", date="2026-07-01", entity_id=ent,
                ratings=ratings_for(r, "2"))  # fmt: skip
     field.send(case_code="KE-0900", point="annual", date="2027-07-01", entity_id=ent,
@@ -213,10 +205,7 @@ def test_two_workers_on_one_case__second_waits_and_sees_the_first(field, app, db
     from server.services.reconcile import _claim, reconcile_batch
 
     r, ent = field.report, str(uuid.uuid4())
-    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
-    with sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    sessionmaker = field.unlock()
     field.send(case_code="KE-0950", point="intake", date="2026-01-10", entity_id=ent,
                ratings=ratings_for(r, "1"), branch_id=str(uuid.uuid4()))  # fmt: skip
     reconcile_pending(sessionmaker, field.project_id, config=app.config)
@@ -264,10 +253,7 @@ def test_reconcile__submissions_done_already_pending_again__marked_done_nothing_
     after a restore of the submissions table): no second assessment or entity version, and
     its updated_at stays that of its processing."""
     r, ent = field.report, str(uuid.uuid4())
-    sessionmaker = app.extensions["kintsugi.db"].sessionmaker
-    with sessionmaker() as s:
-        custody.unlock_project(s, field.project_id, PASSPHRASE.encode(), actor="test")
-        s.commit()
+    sessionmaker = field.unlock()
     field.send(case_code="KE-0960", point="intake", date="2026-01-10", entity_id=ent,
                ratings=ratings_for(r, "1"))  # fmt: skip
     field.send(case_code="KE-0960", point="six_month", date="2026-07-10", entity_id=ent,
